@@ -1,0 +1,181 @@
+"""The backend interface: one quantisation library, one module, one registered class.
+
+A backend turns a loaded fp32 ``WhisperForConditionalGeneration`` into a
+quantised one for a scheme's parameters, saves it as safetensors (+ JSON),
+and loads it back for inference.  It also declares, *before any work runs*,
+which devices and parameter values it supports, so the workflow can report an
+unsupported cell as a row instead of crashing the grid.
+
+Adding a library = one new module in this package that subclasses
+:class:`Backend` and decorates it with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+REGISTRY: dict[str, type[Backend]] = {}
+
+#: Linear layers quantised by default: every nn.Linear of encoder and decoder.
+#: The output projection ``proj_out`` is tied to the token embedding and stays
+#: float unless a scheme lists it explicitly.
+DEFAULT_TARGETS = r"^model\.(encoder|decoder)\.layers\.\d+\."
+
+
+class SchemeError(ValueError):
+    """A scheme whose parameters a backend cannot honour (raised at config time)."""
+
+
+def register(cls: type[Backend]) -> type[Backend]:
+    REGISTRY[cls.library] = cls
+    return cls
+
+
+def get_backend(library: str) -> Backend:
+    if library not in REGISTRY:
+        raise SchemeError(f"unknown library {library!r}; valid: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[library]()
+
+
+class Backend(ABC):
+    """One quantisation library."""
+
+    library: ClassVar[str]
+    #: Parameter name -> (allowed values or a type, default).  Unknown parameter
+    #: names and values outside the allowed set are config errors.
+    parameters: ClassVar[dict[str, tuple[Any, Any]]] = {}
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+
+    # ---- configuration time (no torch import needed) -------------------------
+    def resolve(self, scheme: str, params: dict) -> dict:
+        """Fill defaults and validate; raise SchemeError naming ``schemes.<scheme>.<key>``."""
+        out: dict[str, Any] = {}
+        for key in params:
+            if key not in self.parameters and key not in ("library", "targets"):
+                raise SchemeError(
+                    f"schemes.{scheme}.{key}: unknown parameter for library {self.library!r}; "
+                    f"valid: {', '.join(sorted([*self.parameters, 'targets']))}"
+                )
+        for key, (allowed, default) in self.parameters.items():
+            value = params.get(key, default)
+            if isinstance(allowed, (tuple, list)) and value not in allowed:
+                raise SchemeError(
+                    f"schemes.{scheme}.{key}: {value!r} is not offered by {self.library}; "
+                    f"valid: {', '.join(map(repr, allowed))}"
+                )
+            if isinstance(allowed, type) and not isinstance(value, allowed):
+                raise SchemeError(
+                    f"schemes.{scheme}.{key}: expected {allowed.__name__}, got {value!r}"
+                )
+            out[key] = value
+        targets = params.get("targets", DEFAULT_TARGETS)
+        try:
+            re.compile(targets)
+        except re.error as e:
+            raise SchemeError(f"schemes.{scheme}.targets: invalid regular expression: {e}") from e
+        out["targets"] = targets
+        self.check(scheme, out)
+        return out
+
+    def check(self, scheme: str, params: dict) -> None:
+        """Cross-parameter checks of a backend (override)."""
+
+    def unsupported_reason(self, params: dict, device: str) -> str | None:
+        """Why this backend cannot run ``params`` on ``device`` here, or None."""
+        if device not in self.devices:
+            return f"{self.library} has no {device} implementation in this pipeline"
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                return "CUDA is not available on this machine"
+        return None
+
+    def needs_calibration(self, params: dict) -> bool:
+        return False
+
+    def bits(self, params: dict) -> float:
+        """Weight bit-width, for reports."""
+        return 32.0
+
+    def method(self, params: dict) -> str:
+        """Short description: weight-only / dynamic / static, granularity."""
+        return ""
+
+    def check_model(self, scheme: str, params: dict, dims: dict) -> None:
+        """Model-dependent checks (e.g. group size divides the layer width)."""
+
+    # ---- run time ------------------------------------------------------------
+    def quantize(self, base_model_dir: Path, params: dict,
+                 calibration: list[torch.Tensor] | None = None) -> torch.nn.Module:
+        """Load the fp32 model from ``base_model_dir`` and quantise it for ``params``.
+
+        ``calibration`` holds log-mel feature batches (only for schemes that
+        :meth:`needs_calibration`).  Backends that quantise while loading
+        (bitsandbytes) override this; the others implement :meth:`quantize_model`.
+        """
+        return self.quantize_model(load_fp32(base_model_dir), params, calibration)
+
+    def quantize_model(self, model: torch.nn.Module, params: dict,
+                       calibration: list[torch.Tensor] | None = None) -> torch.nn.Module:
+        raise NotImplementedError
+
+    @abstractmethod
+    def save(self, model: torch.nn.Module, params: dict, out_dir: Path) -> None:
+        """Write the quantised weights (safetensors) and any metadata (JSON) to ``out_dir``."""
+
+    @abstractmethod
+    def load(self, base_model_dir: Path, params: dict, artifact_dir: Path, device: str) -> torch.nn.Module:
+        """Rebuild the quantised model from ``artifact_dir`` (and the fp32 config) for inference."""
+
+
+def target_linears(model: torch.nn.Module, pattern: str) -> list[str]:
+    """Names of the nn.Linear modules whose qualified name matches ``pattern``."""
+    import torch
+
+    rx = re.compile(pattern)
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and rx.search(n)]
+
+
+def set_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def load_fp32(model_dir: Path, device: str = "cpu") -> torch.nn.Module:
+    """The fp32 transformers model, in eval mode, safetensors only."""
+    from transformers import WhisperForConditionalGeneration
+
+    model = WhisperForConditionalGeneration.from_pretrained(
+        str(model_dir), dtype="float32", use_safetensors=True, trust_remote_code=False
+    )
+    return model.eval().to(device)
+
+
+def empty_model(model_dir: Path) -> torch.nn.Module:
+    """The fp32 architecture from config.json (weights to be overwritten by a loader)."""
+    return load_fp32(model_dir)
+
+
+def write_params(out_dir: Path, library: str, params: dict, extra: dict | None = None) -> None:
+    (out_dir / "quantization.json").write_text(
+        json.dumps({"library": library, "params": params, **(extra or {})}, indent=2, sort_keys=True) + "\n"
+    )
+
+
+def calibration_features(processor, audio: list[np.ndarray], batch_size: int = 8) -> list[torch.Tensor]:
+    """Log-mel batches for calibration forward passes."""
+    feats = []
+    for i in range(0, len(audio), batch_size):
+        f = processor.feature_extractor(audio[i : i + batch_size], sampling_rate=16000, return_tensors="pt")
+        feats.append(f.input_features)
+    return feats

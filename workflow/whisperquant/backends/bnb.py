@@ -1,0 +1,86 @@
+"""bitsandbytes: LLM.int8 (with outlier threshold), nf4 and fp4 (± double quantisation).
+
+bitsandbytes quantises while loading through transformers'
+``BitsAndBytesConfig`` (``device_map="cpu"`` runs its CPU backend).  Modules
+outside ``targets`` are passed as ``llm_int8_skip_modules``, so the tied
+``proj_out`` stays float by default.  transformers serialises bnb models to
+safetensors natively (``save_pretrained``), and reloads them from the
+``quantization_config`` recorded in config.json.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from .base import Backend, SchemeError, load_fp32, register, target_linears, write_params
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@register
+class BitsAndBytes(Backend):
+    library = "bnb"
+    parameters = {
+        "quant_type": (("int8", "nf4", "fp4"), "nf4"),
+        "double_quant": (bool, False),
+        "compute_dtype": (tuple(_DTYPES), "float32"),
+        "threshold": (float, 6.0),
+    }
+    devices = ("cpu", "cuda")
+
+    def check(self, scheme: str, params: dict) -> None:
+        if params["quant_type"] == "int8" and params["double_quant"]:
+            raise SchemeError(f"schemes.{scheme}.double_quant: only applies to the 4-bit types nf4 and fp4")
+        if params["threshold"] < 0:
+            raise SchemeError(f"schemes.{scheme}.threshold: must be >= 0 (0 disables outlier handling)")
+
+    def bits(self, params: dict) -> float:
+        return 8.0 if params["quant_type"] == "int8" else 4.0
+
+    def method(self, params: dict) -> str:
+        if params["quant_type"] == "int8":
+            return f"LLM.int8 (outlier threshold {params['threshold']})"
+        dq = " + double quant" if params["double_quant"] else ""
+        return f"{params['quant_type']} weight-only{dq}, compute {params['compute_dtype']}"
+
+    def _config(self, model_dir: Path, params: dict):
+        from transformers import BitsAndBytesConfig
+
+        fp32 = load_fp32(model_dir)
+        targets = set(target_linears(fp32, params["targets"]))
+        skip = sorted(n for n, m in fp32.named_modules() if isinstance(m, torch.nn.Linear) and n not in targets)
+        del fp32
+        if params["quant_type"] == "int8":
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=params["threshold"],
+                                      llm_int8_skip_modules=skip)
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=params["quant_type"],
+                                  bnb_4bit_use_double_quant=params["double_quant"],
+                                  bnb_4bit_compute_dtype=_DTYPES[params["compute_dtype"]],
+                                  llm_int8_skip_modules=skip)
+
+    def quantize(self, base_model_dir, params, calibration=None, device: str = "cpu"):
+        from transformers import WhisperForConditionalGeneration
+
+        _quiet()
+        return WhisperForConditionalGeneration.from_pretrained(
+            str(base_model_dir), quantization_config=self._config(Path(base_model_dir), params),
+            device_map=device, use_safetensors=True, trust_remote_code=False).eval()
+
+    def save(self, model, params, out_dir: Path) -> None:
+        model.save_pretrained(out_dir, safe_serialization=True)
+        write_params(out_dir, self.library, params)
+
+    def load(self, base_model_dir, params, artifact_dir, device):
+        from transformers import WhisperForConditionalGeneration
+
+        _quiet()
+        return WhisperForConditionalGeneration.from_pretrained(
+            str(artifact_dir), device_map=device, use_safetensors=True, trust_remote_code=False).eval()
+
+
+def _quiet() -> None:
+    # On CPU every LLM.int8 matmul warns that inputs are cast to float16.
+    warnings.filterwarnings("ignore", message="MatMul8bitLt")

@@ -1,0 +1,27 @@
+"""The unquantised baseline: the fp32 checkpoint, saved as it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .base import Backend, load_fp32, register
+
+
+@register
+class FP32(Backend):
+    library = "fp32"
+    devices = ("cpu", "cuda")
+
+    def method(self, params: dict) -> str:
+        return "none (fp32 baseline)"
+
+    def quantize_model(self, model, params, calibration=None):
+        return model
+
+    def save(self, model: torch.nn.Module, params: dict, out_dir: Path) -> None:
+        model.save_pretrained(out_dir, safe_serialization=True)
+
+    def load(self, base_model_dir, params, artifact_dir, device):
+        return load_fp32(artifact_dir, device)

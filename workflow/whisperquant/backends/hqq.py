@@ -1,0 +1,92 @@
+"""HQQ (Half-Quadratic Quantization): calibration-free weight-only 1-8 bit.
+
+Each target ``nn.Linear`` is swapped for ``hqq.core.quantize.HQQLinear`` with
+``BaseQuantizeConfig(nbits, group_size, axis)``; transformers' ``HqqConfig``
+and hqq's ``AutoHQQHFModel`` fail on Whisper's encoder-decoder, so the swap is
+done here.  Weights are grouped along ``axis`` in groups of ``group_size``
+with a float scale and zero per group; compute runs in float32 on CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .base import Backend, SchemeError, load_fp32, register, set_module, target_linears, write_params
+from .serialization import float_state, load_float_state, load_tensors, save_tensors
+
+_BITS = (1, 2, 3, 4, 8)
+
+
+def _config(params: dict) -> dict:
+    from hqq.core.quantize import BaseQuantizeConfig
+
+    return BaseQuantizeConfig(nbits=params["bits"], group_size=params["group_size"], axis=params["axis"])
+
+
+@register
+class HQQ(Backend):
+    library = "hqq"
+    parameters = {
+        "bits": (_BITS, 4),
+        "group_size": ((16, 32, 64, 128, 256), 64),
+        "axis": ((0, 1), 1),
+    }
+    devices = ("cpu", "cuda")
+
+    def bits(self, params: dict) -> float:
+        return float(params["bits"])
+
+    def method(self, params: dict) -> str:
+        return f"{params['bits']}-bit weight-only, group {params['group_size']} (axis {params['axis']})"
+
+    def check_model(self, scheme: str, params: dict, dims: dict) -> None:
+        g = params["group_size"]
+        for key in ("d_model", "ffn_dim"):
+            if key in dims and dims[key] % g:
+                raise SchemeError(
+                    f"schemes.{scheme}.group_size: {g} does not divide the layer width {key}={dims[key]}"
+                )
+
+    def _compute_dtype(self, device: str) -> torch.dtype:
+        return torch.float32 if device == "cpu" else torch.float16
+
+    def quantize_model(self, model, params, calibration=None, device: str = "cpu"):
+        from hqq.core.quantize import HQQLinear
+
+        for name in target_linears(model, params["targets"]):
+            q = HQQLinear(model.get_submodule(name), _config(params),
+                          compute_dtype=self._compute_dtype(device), device=device)
+            set_module(model, name, q)
+        return model
+
+    def save(self, model, params, out_dir: Path) -> None:
+        from hqq.core.quantize import HQQLinear
+
+        tensors: dict[str, torch.Tensor] = {}
+        names = []
+        for name, mod in model.named_modules():
+            if isinstance(mod, HQQLinear):
+                names.append(name)
+                for k, v in mod.state_dict().items():
+                    if isinstance(v, torch.Tensor):
+                        tensors[f"{name}.{k}"] = v
+        tensors.update(float_state(model, names))
+        save_tensors(tensors, out_dir)
+        write_params(out_dir, self.library, params, {"quantized_modules": sorted(names)})
+
+    def load(self, base_model_dir, params, artifact_dir, device):
+        from hqq.core.quantize import HQQLinear
+
+        model = load_fp32(base_model_dir)
+        tensors = load_tensors(artifact_dir)
+        for name in target_linears(model, params["targets"]):
+            prefix = name + "."
+            sd = {k[len(prefix):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(prefix)]}
+            q = HQQLinear(None, _config(params), compute_dtype=self._compute_dtype(device),
+                          device=device, initialize=False)
+            q.load_state_dict(sd)
+            set_module(model, name, q)
+        load_float_state(model, tensors)
+        return model.eval().to(device) if device != "cpu" else model.eval()

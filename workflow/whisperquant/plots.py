@@ -1,0 +1,632 @@
+"""Report figures: size, bit-width, noise robustness and speed against WER.
+
+Every function takes the summary table with the columns of
+:func:`whisperquant.tables.add_statistics` (the interval columns are optional:
+without them no error bars are drawn) and an output path stem, writes
+``<stem>.png`` (150 dpi) and ``<stem>.svg`` and returns both paths.
+
+Figures are built on matplotlib's object API with an explicit Agg canvas --
+no pyplot, so no global figure state, no GUI backend and nothing to close.
+Only rows with status ``ok`` and finite values are drawn; an empty selection
+gives a figure that says "no data" instead of an error, so a sweep in which
+every cell failed still produces its report.  When a cell was measured on
+several devices, WER plots use one row per (model, scheme, corpus): the
+``device`` argument if given, else the cpu row when there is one, else the
+first device alphabetically (the quantised weights, and so the WER, are meant
+to be device-independent; speed is plotted per device).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from .stats import pareto_frontier
+
+__all__ = ["plot_clean_vs_noisy", "plot_size_vs_wer", "plot_speed_vs_wer", "plot_wer_vs_bits"]
+
+DPI = 150
+LIBRARY_ORDER = ("fp32", "pytorch", "torchao", "quanto", "hqq", "bnb")
+LIBRARY_COLORS = {
+    "fp32": "#000000",
+    "pytorch": "#1f77b4",
+    "torchao": "#ff7f0e",
+    "quanto": "#2ca02c",
+    "hqq": "#d62728",
+    "bnb": "#9467bd",
+}
+_EXTRA_COLORS = ("#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
+MODEL_LINESTYLES = ("-", "--", "-.", (0, (6, 1.5, 1, 1.5, 1, 1.5)))
+BASELINE_LINESTYLE = ":"
+LABEL_FONTSIZE = 6.5
+FALLBACK_DEVICE = "cpu"
+
+
+# --------------------------------------------------------------------------- data helpers
+
+
+def _ordered_libraries(libs) -> list[str]:
+    libs = sorted({str(x) for x in libs})
+    known = [lib for lib in LIBRARY_ORDER if lib in libs]
+    return known + [lib for lib in libs if lib not in LIBRARY_ORDER]
+
+
+def _library_color(lib: str, extras: list[str]) -> str:
+    if lib in LIBRARY_COLORS:
+        return LIBRARY_COLORS[lib]
+    return _EXTRA_COLORS[extras.index(lib) % len(_EXTRA_COLORS)] if lib in extras else "#7f7f7f"
+
+
+class _Style:
+    """Stable colour per library and marker/line style per model for one figure."""
+
+    def __init__(self, df: pd.DataFrame):
+        self.libraries = _ordered_libraries(df["library"]) if len(df) else []
+        self.extras = [lib for lib in self.libraries if lib not in LIBRARY_COLORS]
+        self.models = sorted({str(m) for m in df["model"]}) if len(df) else []
+
+    def color(self, lib: str) -> str:
+        return _library_color(lib, self.extras)
+
+    def marker(self, model: str) -> str:
+        return MODEL_MARKERS[self.models.index(model) % len(MODEL_MARKERS)]
+
+    def linestyle(self, model: str) -> str:
+        return MODEL_LINESTYLES[self.models.index(model) % len(MODEL_LINESTYLES)]
+
+    def legend_handles(self, libraries: bool = True, models: bool = True) -> list[Line2D]:
+        handles: list[Line2D] = []
+        if libraries:
+            handles += [
+                Line2D([], [], color=self.color(lib), marker="o", ls="none", ms=6, label=lib)
+                for lib in self.libraries
+            ]
+        if models and len(self.models) > 1:
+            handles += [
+                Line2D([], [], color="0.35", marker=self.marker(m), ls="none", ms=6, label=m)
+                for m in self.models
+            ]
+        return handles
+
+
+def _num(df: pd.DataFrame, col: str) -> pd.Series:
+    if col not in df.columns:
+        return pd.Series(np.nan, index=df.index, dtype=float)
+    return pd.to_numeric(df[col], errors="coerce").astype(float)
+
+
+def _ok_rows(df: pd.DataFrame | None) -> pd.DataFrame:
+    """Status-ok rows with numeric helper columns (WER and intervals in %, size in MB, bits)."""
+    cols = ["model", "scheme", "library", "corpus", "device"]
+    if df is None or not set(cols) <= set(df.columns):
+        df = pd.DataFrame({c: pd.Series(dtype=str) for c in cols})
+    out = df.copy()
+    if "status" in out.columns:
+        out = out[out["status"].astype(str) == "ok"]
+    for c in cols:
+        out[c] = out[c].astype(str)
+    out["wer_pct"] = _num(out, "wer") * 100
+    out["lo_pct"] = _num(out, "wer_ci_low") * 100
+    out["hi_pct"] = _num(out, "wer_ci_high") * 100
+    out["size_mb"] = _num(out, "artifact_bytes") / 1e6
+    bits = _num(out, "bits")
+    out["bits_eff"] = bits.where(~(bits.isna() & (out["library"] == "fp32")), 32.0)
+    out["rtf_v"] = _num(out, "rtf")
+    return out[np.isfinite(out["wer_pct"].to_numpy(dtype=float))]
+
+
+def _one_device(df: pd.DataFrame, device: str | None) -> pd.DataFrame:
+    """One row per (model, scheme, corpus): ``device`` if given, else cpu, else the first device."""
+    if df.empty:
+        return df
+    if device is not None:
+        return df[df["device"] == device]
+    rank = (df["device"] != FALLBACK_DEVICE).astype(int)
+    df = df.assign(_rank=rank).sort_values(["_rank", "device"], kind="mergesort")
+    df = df.drop_duplicates(["model", "scheme", "corpus"], keep="first").drop(columns="_rank")
+    return df
+
+
+def _yerr(sub: pd.DataFrame, value: str = "wer_pct") -> np.ndarray | None:
+    lo, hi, v = sub["lo_pct"].to_numpy(), sub["hi_pct"].to_numpy(), sub[value].to_numpy()
+    if not np.isfinite(lo).any():
+        return None
+    err = np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
+    return np.nan_to_num(err, nan=0.0)
+
+
+# --------------------------------------------------------------------------- figure helpers
+
+
+def _stem_paths(stem: str | Path) -> tuple[Path, Path]:
+    stem = Path(stem)
+    if stem.suffix.lower() in (".png", ".svg", ".pdf"):
+        stem = stem.with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    return stem.parent / (stem.name + ".png"), stem.parent / (stem.name + ".svg")
+
+
+def _figure(
+    ncols: int,
+    nrows: int = 1,
+    panel: tuple[float, float] = (5.6, 4.4),
+    legend_w: float = 1.8,
+    n_points: int = 0,
+):
+    """A figure with an Agg canvas; panels grow (up to 1.5x) when they hold many labelled points."""
+    grow = min(1.5, max(1.0, math.sqrt(n_points / 30))) if n_points else 1.0
+    panel = (panel[0] * grow, panel[1] * grow)
+    fig = Figure(figsize=(panel[0] * ncols + legend_w, panel[1] * nrows + 0.6), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _save(fig: Figure, stem: str | Path) -> list[Path]:
+    png, svg = _stem_paths(stem)
+    # Fixed SVG ids and no date: the same data gives byte-identical files.
+    with mpl.rc_context({"svg.hashsalt": "whisperquant", "svg.fonttype": "path"}):
+        fig.savefig(png, dpi=DPI, facecolor="white")
+        fig.savefig(svg, facecolor="white", metadata={"Date": None})
+    return [png, svg]
+
+
+def _no_data(stem: str | Path, title: str, message: str = "no data") -> list[Path]:
+    fig = Figure(figsize=(6, 3.5), dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=12)
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=14, color="0.4", transform=ax.transAxes)
+    return _save(fig, stem)
+
+
+def _panel_no_data(ax, title: str) -> None:
+    ax.set_title(title)
+    ax.text(0.5, 0.5, "no data", ha="center", va="center", color="0.4", fontsize=12, transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _plain(v: float, _pos=None) -> str:
+    if v <= 0 or not math.isfinite(v):
+        return ""
+    return f"{v:.0f}" if v >= 10 else f"{v:.3g}"
+
+
+def _wants_log(values, ratio: float) -> bool:
+    """Whether positive ``values`` span more than ``ratio`` (e.g. tiny vs small models, 2-bit WERs)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return bool(v.size >= 2 and v.max() / v.min() > ratio)
+
+
+def _set_log(ax, axis: str, values) -> None:
+    """Log axis with ticks at 1-1.5-2-3-5-7 or 1-2-5 steps (by span), printed as plain numbers."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    getattr(ax, f"set_{axis}scale")("log")
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    span = v.max() / v.min() if v.size else 10.0
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if span < 30 else (1.0, 2.0, 5.0) if span < 1e3 else (1.0,)
+    target.set_major_locator(LogLocator(base=10, subs=subs))
+    target.set_major_formatter(FuncFormatter(_plain))
+    target.set_minor_formatter(NullFormatter())
+
+
+def _axis_label(text: str, unit: str, log: bool) -> str:
+    return f"{text} ({unit}{', log scale' if log else ''})"
+
+
+def _style_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.35)
+    ax.grid(True, which="minor", alpha=0.12)
+    ax.margins(0.08)
+    ax.tick_params(labelsize=8)
+    ax.tick_params(which="minor", labelsize=7)
+
+
+def _freeze_layout(fig: Figure) -> None:
+    """Run the constrained layout once, then fix it so labels added afterwards cannot move the axes."""
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+
+
+def _offsets(radii: Sequence[float]) -> list[tuple[float, float, str, str]]:
+    """Candidate label offsets in points, (dx, dy, ha, va), nearest first, 8 directions per ring."""
+    out = []
+    for r in radii:
+        for ang in (45, -45, 135, -135, 90, -90, 0, 180):
+            c, s = math.cos(math.radians(ang)), math.sin(math.radians(ang))
+            ha = "left" if c > 0.3 else "right" if c < -0.3 else "center"
+            va = "bottom" if s > 0.3 else "top" if s < -0.3 else "center"
+            out.append((round(r * c, 1), round(r * s, 1), ha, va))
+    return out
+
+
+_NEAR = _offsets((4, 9))
+_FAR = _offsets((4, 9, 16, 26, 38))
+_LEADER_PT = 12  # labels farther than this from their point get a thin leader line
+
+
+def _label_points(fig: Figure, ax, points: list[tuple[float, float, str, bool]]) -> None:
+    """Greedy label placement: each label takes the first nearby spot that overlaps nothing.
+
+    ``points`` are (x, y, text, priority).  Priority labels (e.g. the Pareto
+    front) are placed first, may move farther away (with a leader line) and
+    are always drawn, at the least crowded spot if none is free; other labels
+    that find no free spot close by are left out and the panel says how many.
+    Boxes are computed arithmetically from the text extent, so placing
+    hundreds of labels stays fast.
+    """
+    if not points:
+        return
+    renderer = fig.canvas.get_renderer()
+    props = {
+        False: FontProperties(size=LABEL_FONTSIZE),
+        True: FontProperties(size=LABEL_FONTSIZE, weight="bold"),
+    }
+    px_per_pt = fig.dpi / 72.0
+    xy = ax.transData.transform(np.array([(p[0], p[1]) for p in points], dtype=float))
+    axbox = ax.get_window_extent(renderer)
+    r = 3.5 * px_per_pt  # marker half-size
+    markers = np.column_stack([xy[:, 0] - r, xy[:, 1] - r, xy[:, 0] + r, xy[:, 1] + r])
+    placed = np.empty((0, 4))
+    order = sorted(range(len(points)), key=lambda i: (not points[i][3], xy[i, 0], xy[i, 1]))
+    hidden = 0
+    pad = 1.0 * px_per_pt
+    for i in order:
+        x0, y0 = xy[i]
+        text, priority = points[i][2], points[i][3]
+        w, h, _ = renderer.get_text_width_height_descent(text, props[priority], ismath=False)
+        best, best_score = None, math.inf
+        others = np.vstack([placed, np.delete(markers, i, axis=0)])
+        for dx, dy, ha, va in _FAR if priority else _NEAR:
+            cx, cy = x0 + dx * px_per_pt, y0 + dy * px_per_pt
+            left = cx - (w if ha == "right" else w / 2 if ha == "center" else 0)
+            bottom = cy - (h if va == "top" else h / 2 if va == "center" else 0)
+            box = np.array([left - pad, bottom - pad, left + w + pad, bottom + h + pad])
+            outside = box[0] < axbox.x0 or box[2] > axbox.x1 or box[1] < axbox.y0 or box[3] > axbox.y1
+            overl = (
+                (others[:, 0] < box[2])
+                & (others[:, 2] > box[0])
+                & (others[:, 1] < box[3])
+                & (others[:, 3] > box[1])
+            )
+            score = int(overl.sum()) + (100 if outside else 0)
+            if score < best_score:
+                best, best_score = (dx, dy, ha, va, box), score
+            if score == 0:
+                break
+        if best is None or (best_score > 0 and not priority):
+            hidden += 1
+            continue
+        dx, dy, ha, va, box = best
+        far = math.hypot(dx, dy) > _LEADER_PT
+        ax.annotate(
+            text,
+            (points[i][0], points[i][1]),
+            xytext=(dx, dy),
+            textcoords="offset points",
+            ha=ha,
+            va=va,
+            fontsize=LABEL_FONTSIZE,
+            color="0.1" if priority else "0.3",
+            fontweight="bold" if priority else "normal",
+            annotation_clip=False,
+            arrowprops={"arrowstyle": "-", "color": "0.55", "lw": 0.5, "shrinkA": 0, "shrinkB": 3}
+            if far
+            else None,
+        )
+        placed = np.vstack([placed, box])
+    if hidden:
+        ax.text(
+            0.99,
+            0.01,
+            f"{hidden} label(s) hidden to avoid overlap",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=6,
+            color="0.45",
+        )
+
+
+def _device_note(df: pd.DataFrame) -> str:
+    devs = sorted(set(df["device"]))
+    return f"device: {', '.join(devs)}" if devs else ""
+
+
+def _draw_points(ax, sub: pd.DataFrame, style: _Style, x: str, y: str, xerr=False, yerr=True) -> None:
+    """Scatter ``sub`` by (model, library) with optional CI error bars (the CI is on WER)."""
+    for (model, lib), g in sub.groupby(["model", "library"], sort=True):
+        ye = _yerr(g) if yerr else None
+        xe = _yerr(g) if xerr else None
+        ax.errorbar(
+            g[x],
+            g[y],
+            yerr=ye,
+            xerr=xe,
+            fmt=style.marker(model),
+            color=style.color(lib),
+            ms=5.5,
+            mec="white",
+            mew=0.5,
+            ecolor=style.color(lib),
+            elinewidth=0.8,
+            capsize=2,
+            alpha=0.9,
+            ls="none",
+            zorder=3,
+        )
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot_size_vs_wer(df: pd.DataFrame, stem: str | Path, device: str | None = None) -> list[Path]:
+    """Artifact size (MB) against WER (%), one panel per corpus, with each model's Pareto front.
+
+    Colour = library, marker = model, error bars = 95 % bootstrap interval,
+    labels = scheme.  The front (not dominated in size and WER) is recomputed
+    from the plotted points and drawn as a step line: the best WER reachable
+    at or below each size.
+    """
+    title = "Artifact size vs word error rate"
+    data = _one_device(_ok_rows(df), device)
+    data = data[np.isfinite(data["size_mb"])]
+    if data.empty:
+        return _no_data(stem, title)
+    style = _Style(data)
+    corpora = sorted(set(data["corpus"]))
+    fig, axes = _figure(len(corpora), n_points=int(data.groupby("corpus").size().max()))
+    logx = _wants_log(data["size_mb"], 6)
+    logy = _wants_log(data["wer_pct"], 15)
+    labels: dict[int, list] = {}
+    for k, corpus in enumerate(corpora):
+        ax = axes[0, k]
+        sub = data[data["corpus"] == corpus]
+        _draw_points(ax, sub, style, "size_mb", "wer_pct")
+        front_keys = set()
+        for model, g in sub.groupby("model", sort=True):
+            mask = pareto_frontier(g["size_mb"].to_numpy(), g["wer_pct"].to_numpy())
+            f = g[mask].sort_values(["size_mb", "wer_pct"])
+            front_keys |= set(zip(f["model"], f["scheme"], strict=True))
+            ax.step(
+                f["size_mb"],
+                f["wer_pct"],
+                where="post",
+                color="0.3",
+                lw=1.1,
+                ls=style.linestyle(model),
+                alpha=0.8,
+                zorder=2,
+            )
+        if logx:
+            _set_log(ax, "x", sub["size_mb"])
+        if logy:
+            _set_log(ax, "y", pd.concat([sub["wer_pct"], sub["lo_pct"], sub["hi_pct"]]))
+        _style_axes(ax, corpus, _axis_label("Artifact size", "MB", logx), _axis_label("WER", "%", logy))
+        labels[k] = [
+            (r.size_mb, r.wer_pct, r.scheme, (r.model, r.scheme) in front_keys) for r in sub.itertuples()
+        ]
+    handles = style.legend_handles()
+    handles += [
+        Line2D(
+            [],
+            [],
+            color="0.3",
+            ls=style.linestyle(m),
+            label=f"Pareto front{f' ({m})' if len(style.models) > 1 else ''}",
+        )
+        for m in style.models
+    ]
+    fig.legend(
+        handles=handles, loc="outside right upper", fontsize=8, title="library / model", title_fontsize=8
+    )
+    fig.suptitle(f"{title} ({_device_note(data)}; lower left is better)", fontsize=12)
+    _freeze_layout(fig)
+    for k, pts in labels.items():
+        _label_points(fig, axes[0, k], pts)
+    return _save(fig, stem)
+
+
+def plot_wer_vs_bits(df: pd.DataFrame, stem: str | Path, device: str | None = None) -> list[Path]:
+    """WER (%) against weight bit-width, one line per (library, model), one panel per corpus.
+
+    Where a library has several schemes at one bit-width (group sizes,
+    dynamic vs weight-only), all are drawn as points and the line joins the
+    best of them.  The fp32 baseline is a dotted horizontal line per model.
+    """
+    title = "Word error rate vs bit-width"
+    data = _one_device(_ok_rows(df), device)
+    data = data[np.isfinite(data["bits_eff"])]
+    if data.empty:
+        return _no_data(stem, title)
+    style = _Style(data)
+    corpora = sorted(set(data["corpus"]))
+    fig, axes = _figure(len(corpora))
+    bit_ticks = sorted(set(data["bits_eff"]))
+    logy = _wants_log(data["wer_pct"], 15)
+    for k, corpus in enumerate(corpora):
+        ax = axes[0, k]
+        sub = data[data["corpus"] == corpus]
+        # Dodge libraries sideways (a few % in log2 space) so points at one bit-width stay apart.
+        libs = [lib for lib in style.libraries if lib != "fp32"]
+        dodge = {lib: 2 ** ((j - (len(libs) - 1) / 2) * 0.035) for j, lib in enumerate(libs)}
+        quant = sub[sub["library"] != "fp32"]
+        quant = quant.assign(bits_x=quant["bits_eff"] * quant["library"].map(dodge))
+        _draw_points(ax, quant, style, "bits_x", "wer_pct")
+        for (model, lib), g in quant.groupby(["model", "library"], sort=True):
+            best = g.groupby("bits_x")["wer_pct"].min().sort_index()
+            ax.plot(best.index, best.to_numpy(), color=style.color(lib), ls=style.linestyle(model), lw=1.2)
+        for model, g in sub[sub["library"] == "fp32"].groupby("model", sort=True):
+            ax.axhline(g["wer_pct"].min(), color="black", ls=BASELINE_LINESTYLE, lw=1, zorder=1)
+            ax.plot(g["bits_eff"], g["wer_pct"], marker=style.marker(model), color="black", ls="none", ms=5.5)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(bit_ticks)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if logy:
+            _set_log(ax, "y", pd.concat([sub["wer_pct"], sub["lo_pct"], sub["hi_pct"]]))
+        _style_axes(ax, corpus, "Weight bit-width (bits, log₂ scale)", _axis_label("WER", "%", logy))
+    handles = style.legend_handles()
+    handles += [
+        Line2D([], [], color="0.3", ls=style.linestyle(m), label=f"best per bit-width ({m})")
+        for m in style.models
+        if len(style.models) > 1
+    ]
+    handles.append(Line2D([], [], color="black", ls=BASELINE_LINESTYLE, label="fp32 baseline"))
+    fig.legend(
+        handles=handles, loc="outside right upper", fontsize=8, title="library / model", title_fontsize=8
+    )
+    fig.suptitle(f"{title} ({_device_note(data)}; error bars: 95 % bootstrap CI)", fontsize=12)
+    return _save(fig, stem)
+
+
+def plot_clean_vs_noisy(
+    df: pd.DataFrame, stem: str | Path, clean_corpus: str, noisy_corpus: str, device: str | None = None
+) -> list[Path]:
+    """Per scheme, WER on the clean corpus (x) against the noisy corpus (y), one panel per model.
+
+    Points above the dashed y = x line lose more accuracy under noise than on
+    clean speech; error bars are the 95 % intervals on both corpora.
+    """
+    title = f"Clean ({clean_corpus}) vs noisy ({noisy_corpus}) WER"
+    data = _one_device(_ok_rows(df), device)
+    keys = ["model", "scheme", "library"]
+    clean = data[data["corpus"] == clean_corpus]
+    noisy = data[data["corpus"] == noisy_corpus]
+    pair = pd.merge(
+        clean[[*keys, "wer_pct", "lo_pct", "hi_pct"]],
+        noisy[[*keys, "wer_pct", "lo_pct", "hi_pct"]],
+        on=keys,
+        suffixes=("_c", "_n"),
+    )
+    if pair.empty:
+        return _no_data(stem, title, f"no data on both {clean_corpus} and {noisy_corpus}")
+    style = _Style(pair)
+    fig, axes = _figure(len(style.models), panel=(5.0, 4.6), n_points=int(pair.groupby("model").size().max()))
+    log = _wants_log(pd.concat([pair["wer_pct_c"], pair["wer_pct_n"]]), 15)
+    labels = {}
+    for k, model in enumerate(style.models):
+        ax = axes[0, k]
+        g = pair[pair["model"] == model]
+        for lib, h in g.groupby("library", sort=True):
+            xe = np.nan_to_num(
+                np.vstack([h["wer_pct_c"] - h["lo_pct_c"], h["hi_pct_c"] - h["wer_pct_c"]]).clip(0)
+            )
+            ye = np.nan_to_num(
+                np.vstack([h["wer_pct_n"] - h["lo_pct_n"], h["hi_pct_n"] - h["wer_pct_n"]]).clip(0)
+            )
+            ax.errorbar(
+                h["wer_pct_c"],
+                h["wer_pct_n"],
+                xerr=xe,
+                yerr=ye,
+                fmt=style.marker(model),
+                color=style.color(lib),
+                ms=5.5,
+                mec="white",
+                mew=0.5,
+                elinewidth=0.7,
+                capsize=1.5,
+                alpha=0.9,
+                ls="none",
+                zorder=3,
+            )
+        allv = pd.concat([g["wer_pct_c"], g["wer_pct_n"]]).to_numpy()
+        allv = allv[np.isfinite(allv)]
+        lo, hi = float(allv.min()), float(allv.max())
+        if log:
+            _set_log(ax, "x", allv)
+            _set_log(ax, "y", allv)
+            span = np.geomspace(max(lo, 1e-3) / 1.5, hi * 1.5, 50)
+        else:
+            span = np.linspace(0, hi * 1.1, 50)
+        ax.plot(span, span, color="0.5", ls="--", lw=1, zorder=1)
+        _style_axes(
+            ax,
+            model,
+            _axis_label(f"WER on {clean_corpus}", "%", log),
+            _axis_label(f"WER on {noisy_corpus}", "%", log),
+        )
+        labels[k] = [(r.wer_pct_c, r.wer_pct_n, r.scheme, r.library == "fp32") for r in g.itertuples()]
+    handles = style.legend_handles(models=False)
+    handles.append(Line2D([], [], color="0.5", ls="--", label="y = x (equal WER)"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="library", title_fontsize=8)
+    fig.suptitle(f"{title} ({_device_note(data)})", fontsize=12)
+    _freeze_layout(fig)
+    for k, pts in labels.items():
+        _label_points(fig, axes[0, k], pts)
+    return _save(fig, stem)
+
+
+def plot_speed_vs_wer(df: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """Real-time factor against WER (%), one column per device and one row per corpus.
+
+    RTF = wall time / audio duration, so lower is faster; the lower left
+    corner is fast and accurate.  Error bars are the WER intervals.
+    """
+    title = "Speed vs word error rate"
+    data = _ok_rows(df)
+    data = data[np.isfinite(data["rtf_v"]) & (data["rtf_v"] > 0)]
+    if data.empty:
+        return _no_data(stem, title)
+    style = _Style(data)
+    devices = sorted(set(data["device"]))
+    corpora = sorted(set(data["corpus"]))
+    fig, axes = _figure(
+        len(devices),
+        len(corpora),
+        panel=(5.4, 4.0),
+        n_points=int(data.groupby(["corpus", "device"]).size().max()),
+    )
+    logx = _wants_log(data["wer_pct"], 15)
+    logy = _wants_log(data["rtf_v"], 8)
+    labels = {}
+    for i, corpus in enumerate(corpora):
+        for j, dev in enumerate(devices):
+            ax = axes[i, j]
+            sub = data[(data["corpus"] == corpus) & (data["device"] == dev)]
+            if sub.empty:
+                _panel_no_data(ax, f"{corpus} — {dev}")
+                continue
+            _draw_points(ax, sub, style, "wer_pct", "rtf_v", xerr=True, yerr=False)
+            if logx:
+                _set_log(ax, "x", pd.concat([sub["wer_pct"], sub["lo_pct"], sub["hi_pct"]]))
+            if logy:
+                _set_log(ax, "y", sub["rtf_v"])
+            _style_axes(
+                ax,
+                f"{corpus} — {dev}",
+                _axis_label("WER", "%", logx),
+                _axis_label("Real-time factor", "wall / audio", logy),
+            )
+            labels[(i, j)] = [(r.wer_pct, r.rtf_v, r.scheme, r.library == "fp32") for r in sub.itertuples()]
+    fig.legend(
+        handles=style.legend_handles(),
+        loc="outside right upper",
+        fontsize=8,
+        title="library / model",
+        title_fontsize=8,
+    )
+    fig.suptitle(f"{title} (lower left = fast and accurate)", fontsize=12)
+    _freeze_layout(fig)
+    for (i, j), pts in labels.items():
+        _label_points(fig, axes[i, j], pts)
+    return _save(fig, stem)

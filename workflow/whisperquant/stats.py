@@ -1,0 +1,199 @@
+"""Uncertainty and trade-off statistics for corpus word error rates.
+
+A quantised model is only "as good as fp32" if the difference is small compared
+to the noise of a finite test set, so every WER in the report carries an
+interval and every difference to fp32 a paired test:
+
+* :func:`bootstrap_wer_ci` -- percentile bootstrap over *utterances* of the
+  corpus WER (total errors / total reference words).  Utterances, not words,
+  are the independent sampling units: errors cluster within an utterance
+  (one misheard name costs several words), so resampling words would give
+  intervals that are too narrow.
+* :func:`paired_bootstrap_delta` -- the same bootstrap applied to the
+  difference of two systems scored on the same utterances, with *identical*
+  resample indices for both.  Pairing cancels the utterance-difficulty
+  variance that both systems share, which makes small quantisation effects
+  detectable that two independent intervals would hide.
+* :func:`pareto_frontier` -- the size/WER trade-off curve.
+
+Everything is plain numpy, vectorised over resamples (drawn in chunks so that
+memory stays bounded for large corpora), and deterministic: the same inputs
+and seed give bit-identical outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["PairedResult", "bootstrap_wer_ci", "paired_bootstrap_delta", "pareto_frontier"]
+
+# Upper bound on the number of elements of one index matrix (resamples x
+# utterances).  2**22 int64 indices = 32 MiB, plus a gathered float copy of
+# the same size.  The chunk size depends only on the corpus size, so results
+# do not depend on the machine.
+_MAX_CHUNK_ELEMENTS = 1 << 22
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """Outcome of a paired bootstrap comparison of system A against system B.
+
+    ``delta`` is WER_A - WER_B on the full set (a fraction, positive = A makes
+    more errors); ``ci_low``/``ci_high`` the percentile interval of the
+    bootstrap distribution of that difference; ``p_value`` the two-sided
+    bootstrap p-value; ``significant`` whether the interval excludes 0.
+    """
+
+    delta: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    significant: bool
+
+
+def _as_vector(x: npt.ArrayLike, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if np.any(arr < 0):
+        raise ValueError(f"{name} contains negative counts")
+    return arr
+
+
+def _check_common(n_resamples: int, confidence: float) -> None:
+    if int(n_resamples) < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+
+
+def _resampled_sums(values: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """Column sums of ``values`` ([n_utts, k]) over bootstrap resamples of its rows.
+
+    Returns an array [n_resamples, k].  Every column sees the *same* resample
+    indices, which is what makes the paired comparison paired.  Indices are
+    drawn chunk by chunk from one generator so memory stays bounded.
+    """
+    n = values.shape[0]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _MAX_CHUNK_ELEMENTS // n)
+    out = np.empty((n_resamples, values.shape[1]), dtype=np.float64)
+    for start in range(0, n_resamples, chunk):
+        stop = min(start + chunk, n_resamples)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        for k in range(values.shape[1]):
+            out[start:stop, k] = values[:, k][idx].sum(axis=1)
+    return out
+
+
+def _percentile_interval(dist: np.ndarray, confidence: float) -> tuple[float, float]:
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(dist, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(lo), float(hi)
+
+
+def bootstrap_wer_ci(
+    errors: npt.ArrayLike,
+    ref_words: npt.ArrayLike,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the corpus WER sum(errors) / sum(ref_words).
+
+    Utterances are resampled with replacement (the ratio of sums is recomputed
+    for each resample, not averaged per utterance, matching how corpus WER is
+    defined).  Returns ``(low, high)`` as fractions; ``(nan, nan)`` for an
+    empty corpus or one without reference words.  Resamples that happen to
+    contain no reference words (possible only when many utterances have an
+    empty reference) are dropped.
+    """
+    _check_common(n_resamples, confidence)
+    e = _as_vector(errors, "errors")
+    r = _as_vector(ref_words, "ref_words")
+    if e.shape != r.shape:
+        raise ValueError(f"errors ({e.size}) and ref_words ({r.size}) differ in length")
+    if e.size == 0 or r.sum() == 0:
+        return float("nan"), float("nan")
+    sums = _resampled_sums(np.column_stack([e, r]), int(n_resamples), seed)
+    valid = sums[:, 1] > 0
+    wers = sums[valid, 0] / sums[valid, 1]
+    return _percentile_interval(wers, confidence)
+
+
+def paired_bootstrap_delta(
+    errors_a: npt.ArrayLike,
+    errors_b: npt.ArrayLike,
+    ref_words: npt.ArrayLike,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> PairedResult:
+    """Paired bootstrap of WER_A - WER_B over utterances scored by both systems.
+
+    The i-th entries of ``errors_a``, ``errors_b`` and ``ref_words`` must refer
+    to the same utterance.  Both systems are evaluated on the same resample
+    indices, so the distribution reflects only how the *difference* varies.
+
+    The p-value is two-sided, read off the bootstrap distribution with the
+    usual +1 correction: ``min(1, 2 * min(#(d* <= 0) + 1, #(d* >= 0) + 1) / (B + 1))``.
+    It agrees with the interval: ``significant`` (the interval excludes 0)
+    roughly coincides with ``p_value < 1 - confidence``.  Identical systems
+    give delta 0, interval [0, 0], p-value 1 and are never significant.
+    """
+    _check_common(n_resamples, confidence)
+    ea = _as_vector(errors_a, "errors_a")
+    eb = _as_vector(errors_b, "errors_b")
+    r = _as_vector(ref_words, "ref_words")
+    if not ea.shape == eb.shape == r.shape:
+        raise ValueError(
+            f"errors_a ({ea.size}), errors_b ({eb.size}) and ref_words ({r.size}) differ in length"
+        )
+    nan = float("nan")
+    if ea.size == 0 or r.sum() == 0:
+        return PairedResult(nan, nan, nan, nan, False)
+    d = ea - eb  # exact for integer counts, so identical systems give exactly 0
+    delta = float(d.sum() / r.sum())
+    sums = _resampled_sums(np.column_stack([d, r]), int(n_resamples), seed)
+    valid = sums[:, 1] > 0
+    dist = sums[valid, 0] / sums[valid, 1]
+    lo, hi = _percentile_interval(dist, confidence)
+    b = dist.size
+    n_le = int(np.count_nonzero(dist <= 0.0))
+    n_ge = int(np.count_nonzero(dist >= 0.0))
+    p_value = min(1.0, 2.0 * (min(n_le, n_ge) + 1) / (b + 1))
+    significant = bool(lo > 0.0 or hi < 0.0)
+    return PairedResult(delta, lo, hi, p_value, significant)
+
+
+def pareto_frontier(size: npt.ArrayLike, wer: npt.ArrayLike) -> np.ndarray:
+    """Boolean mask of the points no other point dominates (both to be minimised).
+
+    Point j dominates point i when ``size_j <= size_i`` and ``wer_j <= wer_i``
+    with at least one strict inequality.  Exact duplicates do not dominate
+    each other, so both stay on the front.  Points with a NaN coordinate
+    (failed or unsupported cells) are never on the front and dominate nothing.
+    O(n log n): sort by size, then compare each point with the best WER of all
+    strictly smaller sizes and with the best WER of its own size.
+    """
+    s = np.asarray(size, dtype=np.float64)
+    w = np.asarray(wer, dtype=np.float64)
+    if s.shape != w.shape or s.ndim != 1:
+        raise ValueError(f"size {s.shape} and wer {w.shape} must be 1-D arrays of equal length")
+    mask = np.zeros(s.shape, dtype=bool)
+    ok = np.flatnonzero(~(np.isnan(s) | np.isnan(w)))
+    if ok.size == 0:
+        return mask
+    order = ok[np.lexsort((w[ok], s[ok]))]
+    ss, ws = s[order], w[order]
+    _, starts, group = np.unique(ss, return_index=True, return_inverse=True)
+    group_min = np.minimum.reduceat(ws, starts)
+    best_smaller = np.concatenate([[np.inf], np.minimum.accumulate(group_min)[:-1]])
+    dominated = (ws >= best_smaller[group]) | (ws > group_min[group])
+    mask[order] = ~dominated
+    return mask

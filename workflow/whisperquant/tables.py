@@ -1,0 +1,416 @@
+"""Attach uncertainty statistics to the summary table and render it as Markdown.
+
+:func:`add_statistics` turns ``results/report/summary.csv`` (one row per
+cell) plus the per-utterance score tables into the numbers the report
+needs: a bootstrap interval for every WER, the paired difference to the fp32
+baseline of the same model/device/corpus, and membership of the size/WER
+Pareto front.  :func:`summary_markdown` renders that as one table per model
+and corpus, in a fixed order so the report diffs cleanly between runs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .stats import bootstrap_wer_ci, paired_bootstrap_delta, pareto_frontier
+
+__all__ = [
+    "LIBRARY_ORDER",
+    "STAT_COLUMNS",
+    "UTT_COLUMNS",
+    "add_statistics",
+    "read_utt_scores",
+    "sort_summary",
+    "summary_markdown",
+]
+
+#: Columns of a per-utterance score TSV.
+UTT_COLUMNS = ("id", "ref_words", "substitutions", "deletions", "insertions", "hits", "errors")
+#: Columns :func:`add_statistics` adds.
+STAT_COLUMNS = (
+    "wer_ci_low",
+    "wer_ci_high",
+    "delta_wer",
+    "delta_ci_low",
+    "delta_ci_high",
+    "delta_p_value",
+    "delta_significant",
+    "on_pareto_front",
+)
+#: Report order of libraries; unknown libraries follow, alphabetically.
+LIBRARY_ORDER = ("fp32", "pytorch", "torchao", "quanto", "hqq", "bnb")
+#: Device whose fp32 row is the baseline when a device has none of its own.
+FALLBACK_DEVICE = "cpu"
+
+CellKey = tuple[str, str, str, str]  # (model, scheme, device, corpus)
+
+
+def read_utt_scores(path: str | Path) -> pd.DataFrame:
+    """Read one per-utterance score TSV, keeping ids as strings (``"0001"`` stays ``"0001"``)."""
+    df = pd.read_csv(path, sep="\t", dtype={"id": str}, keep_default_na=False)
+    missing = [c for c in ("id", "ref_words", "errors") if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected {list(UTT_COLUMNS)}")
+    return df
+
+
+def _is_ok(row: pd.Series) -> bool:
+    return str(row.get("status", "ok")) == "ok"
+
+
+def _cell_name(key: CellKey) -> str:
+    model, scheme, device, corpus = key
+    return f"model={model} scheme={scheme} device={device} corpus={corpus}"
+
+
+def _baseline_index(summary: pd.DataFrame) -> dict[tuple[str, str, str], int]:
+    """Map (model, device, corpus) -> row label of its fp32 baseline row.
+
+    When a model has several fp32-library rows on one device (unusual), the one
+    whose scheme is literally ``fp32`` wins, otherwise the first by scheme name.
+    """
+    base: dict[tuple[str, str, str], int] = {}
+    fp32 = summary[summary["library"].astype(str) == "fp32"]
+    ranked = sorted(
+        fp32.index, key=lambda i: (str(fp32.at[i, "scheme"]) != "fp32", str(fp32.at[i, "scheme"]))
+    )
+    for i in ranked:
+        key = (str(fp32.at[i, "model"]), str(fp32.at[i, "device"]), str(fp32.at[i, "corpus"]))
+        base.setdefault(key, i)
+    return base
+
+
+def _paired_arrays(
+    cell: pd.DataFrame, base: pd.DataFrame, cell_key: CellKey, base_key: CellKey
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Align a cell's utterances with its baseline's by id; raise if they are not the same set."""
+    ids_c = cell["id"].astype(str)
+    ids_b = base["id"].astype(str)
+    for name, ids, key in (("cell", ids_c, cell_key), ("baseline", ids_b, base_key)):
+        if ids.duplicated().any():
+            dup = ids[ids.duplicated()].iloc[0]
+            raise ValueError(f"duplicate utterance id {dup!r} in the scores of {name} {_cell_name(key)}")
+    set_c, set_b = set(ids_c), set(ids_b)
+    if set_c != set_b:
+        only_c = sorted(set_c - set_b)
+        only_b = sorted(set_b - set_c)
+        raise ValueError(
+            f"utterance ids differ between {_cell_name(cell_key)} and its fp32 baseline "
+            f"{_cell_name(base_key)}: {len(only_c)} only in the former (e.g. {only_c[:3]}), "
+            f"{len(only_b)} only in the latter (e.g. {only_b[:3]})"
+        )
+    merged = pd.merge(
+        cell.assign(id=ids_c)[["id", "errors", "ref_words"]],
+        base.assign(id=ids_b)[["id", "errors", "ref_words"]],
+        on="id",
+        suffixes=("_c", "_b"),
+        validate="one_to_one",
+    ).sort_values("id", kind="mergesort")  # order by id: results must not depend on file order
+    if not np.array_equal(merged["ref_words_c"].to_numpy(), merged["ref_words_b"].to_numpy()):
+        bad = merged.loc[merged["ref_words_c"] != merged["ref_words_b"], "id"].iloc[0]
+        raise ValueError(
+            f"reference word counts differ for utterance {bad!r} between {_cell_name(cell_key)} and "
+            f"{_cell_name(base_key)}; both must be scored against the same normalised references"
+        )
+    return (
+        merged["errors_c"].to_numpy(np.float64),
+        merged["errors_b"].to_numpy(np.float64),
+        merged["ref_words_c"].to_numpy(np.float64),
+    )
+
+
+def add_statistics(
+    summary: pd.DataFrame,
+    utt_scores: Mapping[CellKey, pd.DataFrame],
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Return a copy of ``summary`` with the columns of :data:`STAT_COLUMNS` added.
+
+    ``utt_scores`` maps ``(model, scheme, device, corpus)`` to that cell's
+    per-utterance scores (columns ``id``, ``ref_words``, ``errors`` at least).
+
+    * ``wer_ci_low``/``wer_ci_high``: percentile bootstrap interval of the WER
+      (fractions, like ``wer``).
+    * ``delta_*``: paired bootstrap of WER(cell) - WER(fp32) against the fp32
+      row of the same model, device and corpus (the cpu fp32 row when that
+      device has none); pairs utterances by id.  The fp32 row itself gets
+      delta 0, interval [0, 0], p-value 1, not significant.
+    * ``on_pareto_front``: not dominated in (artifact_bytes, wer) among the ok
+      rows of the same model, corpus and device.
+
+    Statistics are NaN (``delta_significant`` <NA>) where they cannot be
+    computed: rows whose status is not ok, cells without utterance scores (with
+    a warning), or a baseline that failed.  Differing utterance id sets between a cell and its
+    baseline are a pipeline bug and raise ValueError naming both cells.
+    Every bootstrap uses ``seed``, so the output is deterministic.
+    """
+    out = summary.copy()
+    n = len(out)
+    ci_low = np.full(n, np.nan)
+    ci_high = np.full(n, np.nan)
+    d_wer = np.full(n, np.nan)
+    d_low = np.full(n, np.nan)
+    d_high = np.full(n, np.nan)
+    d_p = np.full(n, np.nan)
+    d_sig: list[bool | None] = [None] * n
+    pareto = np.zeros(n, dtype=bool)
+    if n == 0:
+        return _assign(out, ci_low, ci_high, d_wer, d_low, d_high, d_p, d_sig, pareto)
+
+    required = ["model", "scheme", "library", "device", "corpus"]
+    missing = [c for c in required if c not in out.columns]
+    if missing:
+        raise ValueError(f"summary lacks column(s) {missing}")
+
+    def key_of(i: int) -> CellKey:
+        row = out.iloc[i]
+        return (str(row["model"]), str(row["scheme"]), str(row["device"]), str(row["corpus"]))
+
+    warned: set[CellKey] = set()
+
+    def ok_scores(i: int) -> pd.DataFrame | None:
+        if not _is_ok(out.iloc[i]):
+            return None
+        scores = utt_scores.get(key_of(i))
+        if scores is None and key_of(i) not in warned:
+            warned.add(key_of(i))
+            warnings.warn(
+                f"no per-utterance scores for ok cell {_cell_name(key_of(i))}; its statistics stay NaN",
+                stacklevel=3,
+            )
+        return scores
+
+    baselines = _baseline_index(out.reset_index(drop=True))
+    for i in range(n):
+        scores = ok_scores(i)
+        if scores is None:
+            continue
+        scores = scores.assign(id=scores["id"].astype(str)).sort_values("id", kind="mergesort")
+        ci_low[i], ci_high[i] = bootstrap_wer_ci(
+            scores["errors"].to_numpy(np.float64),
+            scores["ref_words"].to_numpy(np.float64),
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+        model, _scheme, device, corpus = key_of(i)
+        b = baselines.get((model, device, corpus))
+        if b is None:
+            b = baselines.get((model, FALLBACK_DEVICE, corpus))
+        if b is None:
+            continue
+        if b == i:
+            d_wer[i], d_low[i], d_high[i], d_p[i], d_sig[i] = 0.0, 0.0, 0.0, 1.0, False
+            continue
+        base_scores = ok_scores(b)
+        if base_scores is None:
+            continue
+        ea, eb, r = _paired_arrays(scores, base_scores, key_of(i), key_of(b))
+        res = paired_bootstrap_delta(ea, eb, r, n_resamples=n_resamples, seed=seed)
+        d_wer[i], d_low[i], d_high[i], d_p[i] = res.delta, res.ci_low, res.ci_high, res.p_value
+        d_sig[i] = None if math.isnan(res.delta) else res.significant
+
+    status_ok = (
+        out["status"].astype(str).eq("ok").to_numpy() if "status" in out.columns else np.ones(n, dtype=bool)
+    )
+    if {"artifact_bytes", "wer"} <= set(out.columns):
+        size = pd.to_numeric(out["artifact_bytes"], errors="coerce").to_numpy(np.float64)
+        wer = pd.to_numeric(out["wer"], errors="coerce").to_numpy(np.float64)
+        groups = out[["model", "corpus", "device"]].astype(str).agg("\x1f".join, axis=1).to_numpy()
+        for g in pd.unique(groups):
+            pos = np.flatnonzero((groups == g) & status_ok)
+            if pos.size:
+                pareto[pos] = pareto_frontier(size[pos], wer[pos])
+    return _assign(out, ci_low, ci_high, d_wer, d_low, d_high, d_p, d_sig, pareto)
+
+
+def _assign(out, ci_low, ci_high, d_wer, d_low, d_high, d_p, d_sig, pareto) -> pd.DataFrame:
+    out["wer_ci_low"] = ci_low
+    out["wer_ci_high"] = ci_high
+    out["delta_wer"] = d_wer
+    out["delta_ci_low"] = d_low
+    out["delta_ci_high"] = d_high
+    out["delta_p_value"] = d_p
+    out["delta_significant"] = pd.array(d_sig, dtype="boolean")
+    out["on_pareto_front"] = pareto
+    return out
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+def _library_rank(lib: str) -> tuple[int, str]:
+    return (LIBRARY_ORDER.index(lib), "") if lib in LIBRARY_ORDER else (len(LIBRARY_ORDER), lib)
+
+
+def effective_bits(row: pd.Series) -> float:
+    """Bit-width of a row; fp32 rows with empty ``bits`` count as 32."""
+    bits = pd.to_numeric(pd.Series([row.get("bits")]), errors="coerce").iloc[0]
+    if pd.isna(bits) and str(row.get("library")) == "fp32":
+        return 32.0
+    return float(bits)
+
+
+def _natural_key(text: str) -> str:
+    """Sort key that orders embedded numbers by value ("g32" < "g64" < "g128"), deterministically."""
+    return re.sub(r"\d+", lambda m: f"{int(m.group()):012d}", text.lower()) + "\x00" + text
+
+
+def sort_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Report order: model, corpus, library (:data:`LIBRARY_ORDER`), bits descending, scheme, device.
+
+    Scheme names compare "naturally" (numbers by value), so group sizes read g32, g64, g128.
+    """
+    if df.empty:
+        return df.copy()
+    keys = pd.DataFrame(
+        {
+            "model": df["model"].astype(str),
+            "corpus": df["corpus"].astype(str),
+            "lib_rank": [_library_rank(str(x))[0] for x in df["library"]],
+            "lib_name": [_library_rank(str(x))[1] for x in df["library"]],
+            # bits descending; rows without a bit-width sort last within their library
+            "neg_bits": [
+                math.inf if math.isnan(b) else -b for b in (effective_bits(r) for _, r in df.iterrows())
+            ],
+            "scheme": [_natural_key(str(x)) for x in df["scheme"]],
+            "device": df["device"].astype(str) if "device" in df.columns else "",
+        },
+        index=df.index,
+    )
+    order = keys.sort_values(list(keys.columns), kind="mergesort").index
+    return df.loc[order]
+
+
+def _num(x) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def _fmt(x, spec: str, dash: str = "–") -> str:
+    v = _num(x)
+    return dash if math.isnan(v) else format(v, spec)
+
+
+def _truthy(v) -> bool:
+    """True for True/1/"True"; False for False, NaN, <NA>, None and "" (e.g. read back from CSV)."""
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return False
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1")
+    return bool(v)
+
+
+def _signed(v: float, decimals: int) -> str:
+    """``+0.12`` / ``-0.12``, and a plain ``0.00`` for anything that rounds to zero."""
+    text = f"{v:+.{decimals}f}"
+    return text[1:] if float(text) == 0 else text
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _short_reason(reason, limit: int = 160) -> str:
+    text = "" if reason is None or (isinstance(reason, float) and math.isnan(reason)) else str(reason)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def summary_markdown(summary_with_stats: pd.DataFrame, decimals: int = 2) -> str:
+    """One Markdown table per model and corpus, plus the cells that did not run.
+
+    Columns: scheme, library, bits, size MB (artifact_bytes / 1e6), compression
+    %, WER % with its 95 % bootstrap interval (``4.31 [3.10, 5.62]``), ΔWER
+    in percentage points against fp32 with its paired interval and ``*`` when
+    the interval excludes 0, and RTF.  A device column appears when the table
+    holds more than one device.  Unsupported and failed cells are listed below
+    each table with their status and reason.  Row order is :func:`sort_summary`.
+    """
+    df = summary_with_stats
+    lines = ["# Whisper post-training quantization: summary", ""]
+    if df.empty:
+        return "\n".join([*lines, "_No cells in the summary._", ""])
+    lines += [
+        "WER in %, with its 95 % percentile-bootstrap interval over utterances. "
+        "ΔWER = WER − fp32 WER of the same model, device and corpus, in percentage points, with a "
+        "paired-bootstrap 95 % interval; `*` marks an interval that excludes 0. Size = artifact size in "
+        "MB (10^6 bytes); compression = % smaller than the fp32 artifact. RTF = wall time / audio time "
+        "(lower is faster). `†` marks the size/WER Pareto front.",
+        "",
+    ]
+    df = sort_summary(df)
+    multi_device = "device" in df.columns and df["device"].astype(str).nunique() > 1
+    status = df["status"].astype(str) if "status" in df.columns else pd.Series("ok", index=df.index)
+    for (model, corpus), g in df.groupby([df["model"].astype(str), df["corpus"].astype(str)], sort=False):
+        lines += [f"## {model} — {corpus}", ""]
+        ok = g[status.loc[g.index] == "ok"]
+        bad = g[status.loc[g.index] != "ok"]
+        header = ["scheme", "library", "bits"]
+        if multi_device:
+            header.append("device")
+        header += ["size MB", "compression %", "WER % [95 % CI]", "ΔWER pp [95 % CI]", "RTF"]
+        lines.append("| " + " | ".join(header) + " |")
+        align = ["---", "---", "---:"] + (["---"] if multi_device else []) + ["---:"] * 5
+        lines.append("| " + " | ".join(align) + " |")
+        if ok.empty:
+            lines.append("| " + " | ".join(["–"] * len(header)) + " |")
+        for _, r in ok.iterrows():
+            lines.append("| " + " | ".join(_row_cells(r, multi_device, decimals)) + " |")
+        lines.append("")
+        if not bad.empty:
+            lines.append("Not measured:")
+            lines.append("")
+            for _, r in bad.iterrows():
+                where = f", {r['device']}" if multi_device else ""
+                reason = _short_reason(r.get("reason"))
+                lines.append(
+                    f"- `{r['scheme']}` ({r['library']}{where}): **{r['status']}**"
+                    + (f" — {reason}" if reason else "")
+                )
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _row_cells(r: pd.Series, multi_device: bool, decimals: int) -> list[str]:
+    d = decimals
+    bits = effective_bits(r)
+    scheme = f"`{_escape(str(r['scheme']))}`"
+    if _truthy(r.get("on_pareto_front")):
+        scheme += " †"
+    cells = [scheme, _escape(str(r["library"])), "–" if math.isnan(bits) else f"{bits:g}"]
+    if multi_device:
+        cells.append(_escape(str(r["device"])))
+    cells.append(_fmt(_num(r.get("artifact_bytes")) / 1e6, ".1f"))
+    cells.append(_fmt(r.get("compression_pct"), ".1f"))
+    wer = _num(r.get("wer")) * 100
+    lo, hi = _num(r.get("wer_ci_low")) * 100, _num(r.get("wer_ci_high")) * 100
+    w = _fmt(wer, f".{d}f")
+    if not (math.isnan(lo) or math.isnan(hi)):
+        w += f" [{lo:.{d}f}, {hi:.{d}f}]"
+    cells.append(w)
+    delta = _num(r.get("delta_wer")) * 100
+    dlo, dhi = _num(r.get("delta_ci_low")) * 100, _num(r.get("delta_ci_high")) * 100
+    if math.isnan(delta):
+        cells.append("–")
+    elif str(r["library"]) == "fp32" and delta == 0 and dlo == 0 and dhi == 0:
+        cells.append("baseline")
+    else:
+        text = _signed(delta, d)
+        if not (math.isnan(dlo) or math.isnan(dhi)):
+            text += f" [{_signed(dlo, d)}, {_signed(dhi, d)}]"
+        if _truthy(r.get("delta_significant")):
+            text += " *"
+        cells.append(text)
+    cells.append(_fmt(r.get("rtf"), "#.3g"))
+    return cells
