@@ -120,7 +120,7 @@ _LN = {"gamma": "weight", "beta": "bias"}
 
 
 def _is_flag(name: str, value: np.ndarray) -> bool:
-    return value.ndim == 0 or value.dtype.kind in "iu" and value.size == 1
+    return value.ndim == 0 or (value.dtype.kind in "iu" and value.size == 1)
 
 
 def to_transformers_state_dict(model: CT2Model) -> dict[str, np.ndarray]:

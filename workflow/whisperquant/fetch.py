@@ -93,7 +93,7 @@ def _run(cmd: list[str], cwd: Path, what: str, hint: str) -> str:
 
 def fetch(artifact: Artifact, cache_dir: str | Path) -> Path:
     """Return the verified local file for ``artifact``, downloading it into ``cache_dir`` once."""
-    cache = Path(cache_dir) / artifact.registry / f"{artifact.name}-{artifact.version}"
+    cache = Path(cache_dir).resolve() / artifact.registry / f"{artifact.name}-{artifact.version}"
     marker = cache / ".verified"
     if marker.exists():
         files = [p for p in cache.iterdir() if p.name != ".verified"]

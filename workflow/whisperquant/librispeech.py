@@ -46,8 +46,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError, decode_bytes, to_mono_16k, write_wav
-from .fetch import FetchError, sha256_file
+from .audio import AudioError, decode_bytes, to_mono_16k
+from .fetch import FetchError
+from .manifest import (  # noqa: F401  (re-exported for callers of this module)
+    MANIFEST,
+    MANIFEST_COLUMNS,
+    Row,
+    compare_manifests,
+    materialise,
+    read_manifest,
+    write_manifest,
+)
 
 # --------------------------------------------------------------------------- splits
 
@@ -80,8 +89,6 @@ OPENSLR_BYTES = {
     "dev-other": 314_305_928,
 }
 
-MANIFEST = "manifest.tsv"
-MANIFEST_COLUMNS = ("id", "audio", "duration", "reference", "sha256")
 _UTT_ID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
 
 
@@ -117,126 +124,19 @@ def calibration_split(split: str = "dev-clean") -> str:
     return check_calibration_split(split)
 
 
-# --------------------------------------------------------------------------- manifest
-
-
-@dataclass(frozen=True)
-class Row:
-    id: str
-    audio: str
-    duration: str
-    reference: str
-    sha256: str
-
-
-def _check_text(value: str, what: str) -> None:
-    if any(c in value for c in "\t\r\n"):
-        raise ValueError(f"{what} {value!r} contains a tab or newline and cannot go into a TSV manifest")
-
-
-def write_manifest(out_dir: str | Path, rows: Iterable[Row]) -> Path:
-    """Write ``out_dir/manifest.tsv`` atomically (temp file + os.replace), rows sorted by id."""
-    out_dir = Path(out_dir)
-    rows = sorted(rows, key=lambda r: r.id)
-    lines = ["\t".join(MANIFEST_COLUMNS)]
-    for r in rows:
-        for field in (r.id, r.audio, r.reference):
-            _check_text(field, f"utterance {r.id}:")
-        lines.append("\t".join((r.id, r.audio, r.duration, r.reference, r.sha256)))
-    target = out_dir / MANIFEST
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".manifest-", suffix=".tsv")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return target
-
-
-def read_manifest(path: str | Path) -> list[Row]:
-    """Read a manifest written by :func:`write_manifest` (a directory or the .tsv itself)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST
-    lines = path.read_text(encoding="utf-8").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if not lines or tuple(lines[0].split("\t")) != MANIFEST_COLUMNS:
-        raise ValueError(f"{path}: header is not {' '.join(MANIFEST_COLUMNS)}")
-    rows = []
-    for n, line in enumerate(lines[1:], start=2):
-        fields = line.split("\t")
-        if len(fields) != len(MANIFEST_COLUMNS):
-            raise ValueError(f"{path}:{n}: expected {len(MANIFEST_COLUMNS)} fields, got {len(fields)}")
-        rows.append(Row(*fields))
-    return rows
-
-
-def _read_wav_pcm(path: Path) -> np.ndarray:
-    import soundfile as sf
-
-    pcm, rate = sf.read(str(path), dtype="int16", always_2d=True)
-    if rate != SAMPLE_RATE or pcm.shape[1] != 1:
-        raise AudioError(f"{path}: expected 16 kHz mono, got {rate} Hz x {pcm.shape[1]} channels")
-    return pcm[:, 0]
-
-
-def compare_manifests(a: str | Path, b: str | Path, *, check_audio: bool = True) -> list[str]:
-    """Differences between two corpora (ids, references, durations, audio samples); [] if none.
-
-    ``a`` and ``b`` are corpus directories or manifest paths.  Audio is compared by the
-    decoded 16-bit samples of each WAV, not by file bytes.
-    """
-    pa, pb = Path(a), Path(b)
-    da = pa if pa.is_dir() else pa.parent
-    db = pb if pb.is_dir() else pb.parent
-    ra = {r.id: r for r in read_manifest(pa)}
-    rb = {r.id: r for r in read_manifest(pb)}
-    diffs = []
-    if only := sorted(set(ra) - set(rb)):
-        diffs.append(f"ids only in {pa}: {', '.join(only)}")
-    if only := sorted(set(rb) - set(ra)):
-        diffs.append(f"ids only in {pb}: {', '.join(only)}")
-    for uid in sorted(set(ra) & set(rb)):
-        x, y = ra[uid], rb[uid]
-        if x.reference != y.reference:
-            diffs.append(f"utterance {uid}: references differ: {x.reference!r} vs {y.reference!r}")
-        if x.duration != y.duration:
-            diffs.append(f"utterance {uid}: durations differ: {x.duration} vs {y.duration}")
-        if check_audio:
-            sa, sb = _read_wav_pcm(da / x.audio), _read_wav_pcm(db / y.audio)
-            if sa.shape != sb.shape:
-                diffs.append(f"utterance {uid}: {sa.size} vs {sb.size} samples")
-            elif not np.array_equal(sa, sb):
-                n = int(np.count_nonzero(sa != sb))
-                diffs.append(f"utterance {uid}: {n} of {sa.size} samples differ")
-    return diffs
-
-
 # --------------------------------------------------------------------------- building
 
 
 def _decode_flac(data: bytes | None, utt_id: str) -> np.ndarray:
-    """FLAC bytes -> samples for :func:`write_wav`, bit-exact for 16 kHz mono 16-bit sources.
+    """FLAC bytes -> 16 kHz mono float samples.
 
-    ``write_wav`` stores ``round(x * 32767)``, while soundfile decodes 16-bit PCM as
-    ``v / 32768``; passing the decoded floats through would move every sample above
-    half scale by one LSB.  For 16 kHz mono 16-bit audio (all of LibriSpeech) the integer
-    samples are recovered exactly and handed over as ``v / 32767`` so the WAV holds the
-    source's samples unchanged.  Anything else is converted by ``to_mono_16k``.
+    soundfile decodes 16-bit PCM as ``v / 32768`` and ``write_wav`` scales by 32768, so
+    16 kHz mono 16-bit sources (all of LibriSpeech) reach the WAV sample-exact.
     """
     if data is None:
         raise AudioError(f"utterance {utt_id}: audio is missing (no bytes)")
     samples, rate = decode_bytes(bytes(data), utt_id=utt_id)
-    mono = to_mono_16k(samples, rate, utt_id)  # validates: non-empty, finite
-    if rate == SAMPLE_RATE and samples.shape[1] == 1:
-        pcm = samples[:, 0].astype(np.float64) * 32768.0
-        if np.array_equal(pcm, np.round(pcm)):
-            return pcm / 32767.0
-    return mono
+    return to_mono_16k(samples, rate, utt_id)  # validates: non-empty, finite
 
 
 @dataclass
@@ -263,27 +163,7 @@ def _select(available: Iterable[str], ids: Iterable[str] | None, limit: int | No
 
 
 def _materialise(utts: Iterable[_Utt], out_dir: str | Path) -> Path:
-    """Decode and write every utterance, then the manifest; a failure leaves no partial corpus."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".build-"))
-    try:
-        (staging / "wav").mkdir()
-        rows = []
-        for u in utts:
-            _check_text(u.reference, f"utterance {u.id}: reference")
-            samples = _decode_flac(u.audio(), u.id)
-            rel = f"wav/{u.id}.wav"
-            write_wav(staging / rel, samples)
-            duration = f"{samples.shape[0] / SAMPLE_RATE:.3f}"
-            rows.append(Row(u.id, rel, duration, u.reference, sha256_file(staging / rel)))
-        wav_dir = out_dir / "wav"
-        if wav_dir.exists():
-            shutil.rmtree(wav_dir)
-        os.replace(staging / "wav", wav_dir)
-        return write_manifest(out_dir, rows)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return materialise(((u.id, u.reference, lambda u=u: _decode_flac(u.audio(), u.id)) for u in utts), out_dir)
 
 
 # ---- Hugging Face

@@ -1,0 +1,106 @@
+# Validation, the grid of cells and input functions shared by every stage.
+
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from whisperquant.config import (  # noqa: E402
+    ConfigError,
+    cells,
+    check_config,
+    code_digest,
+    validate_schema,
+)
+
+validate(config, schema="../schemas/config.schema.yaml")
+try:
+    validate_schema(config)
+    SCHEMES = check_config(config)
+except ConfigError as e:
+    raise WorkflowError(f"invalid configuration: {e}") from None
+
+RESULTS = config["results"]
+RESOURCES = config["resources"]
+LOGS = f"{RESULTS}/logs"
+CELLS, UNSUPPORTED = cells(config, SCHEMES)
+CALIBRATION = config["calibration"]
+TRANSCRIPTION = config["transcription"]
+
+
+wildcard_constraints:
+    model="|".join(re.escape(m) for m in config["models"]),
+    scheme="|".join(re.escape(s) for s in config["schemes"]),
+    corpus="|".join(re.escape(c) for c in config["corpora"]),
+    device="cpu|cuda",
+
+
+def scheme_params(wildcards):
+    return SCHEMES[wildcards.scheme]
+
+
+def needs_calibration(scheme):
+    from whisperquant.backends import get_backend
+
+    params = {k: v for k, v in SCHEMES[scheme].items() if k != "library"}
+    return get_backend(SCHEMES[scheme]["library"]).needs_calibration(params)
+
+
+def calibration_input(wildcards):
+    if needs_calibration(wildcards.scheme):
+        return f"{RESOURCES}/corpora/{CALIBRATION['corpus']}/manifest.tsv"
+    return []
+
+
+def corpus_source_input(wildcards):
+    spec = config["corpora"][wildcards.corpus]
+    if spec["source"] == "noisy":
+        return f"{RESOURCES}/corpora/{spec['from']}/manifest.tsv"
+    return []
+
+
+def model_mem_mb(model, factor=1.0):
+    """Memory request of a job on ``model``: from the config, else a size-based guess."""
+    spec = config["models"][model]
+    return int(spec.get("mem_mb", 4000) * factor)
+
+
+def cell_records():
+    return [
+        {
+            "model": c.model,
+            "scheme": c.scheme,
+            "device": c.device,
+            "corpus": c.corpus,
+            "quant": f"{RESULTS}/quantized/{c.model}/{c.scheme}/cell.json",
+            "timing": f"{RESULTS}/transcripts/{c.model}/{c.scheme}/{c.device}/{c.corpus}.timing.json",
+            "score": f"{RESULTS}/scores/{c.model}/{c.scheme}/{c.device}/{c.corpus}.json",
+            "utts": f"{RESULTS}/scores/{c.model}/{c.scheme}/{c.device}/{c.corpus}.utts.tsv",
+        }
+        for c in CELLS
+    ]
+
+
+def unsupported_records():
+    from whisperquant.backends import get_backend
+
+    rows = []
+    for c, reason in UNSUPPORTED.items():
+        spec = SCHEMES[c.scheme]
+        params = {k: v for k, v in spec.items() if k != "library"}
+        backend = get_backend(spec["library"])
+        rows.append(
+            {
+                "model": c.model,
+                "scheme": c.scheme,
+                "device": c.device,
+                "corpus": c.corpus,
+                "library": spec["library"],
+                "bits": backend.bits(params),
+                "method": backend.method(params),
+                "reason": reason,
+            }
+        )
+    return rows

@@ -1,0 +1,19 @@
+# Corpora: embedded registry speech, its noisy condition, LibriSpeech.
+
+
+rule build_corpus:
+    input:
+        source=corpus_source_input,
+    output:
+        f"{RESOURCES}/corpora/{{corpus}}/manifest.tsv",
+    params:
+        code=code_digest("corpus"),
+        spec=lambda wc: config["corpora"][wc.corpus],
+        cache=f"{RESOURCES}/downloads",
+    log:
+        f"{LOGS}/corpora/{{corpus}}.log",
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    script:
+        "../scripts/build_corpus.py"

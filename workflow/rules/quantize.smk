@@ -1,0 +1,21 @@
+# Quantise each (model, scheme) once; every device and corpus reuses the artifact.
+
+
+rule quantize:
+    input:
+        model=f"{RESOURCES}/models/{{model}}",
+        calibration=calibration_input,
+    output:
+        directory(f"{RESULTS}/quantized/{{model}}/{{scheme}}"),
+    params:
+        code=code_digest("quantize"),
+        scheme=scheme_params,
+        calibration_utterances=CALIBRATION.get("utterances", 8),
+    log:
+        f"{LOGS}/quantize/{{model}}/{{scheme}}.log",
+    threads: 2
+    resources:
+        mem_mb=lambda wc: model_mem_mb(wc.model, 2.0),
+        runtime=60,
+    script:
+        "../scripts/quantize.py"

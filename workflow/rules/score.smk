@@ -1,0 +1,20 @@
+# Word error rate of one cell: Whisper's English normaliser + jiwer.
+
+
+rule score:
+    input:
+        transcript=rules.transcribe.output.transcript,
+        timing=rules.transcribe.output.timing,
+        corpus=f"{RESOURCES}/corpora/{{corpus}}/manifest.tsv",
+    output:
+        score=f"{RESULTS}/scores/{{model}}/{{scheme}}/{{device}}/{{corpus}}.json",
+        utts=f"{RESULTS}/scores/{{model}}/{{scheme}}/{{device}}/{{corpus}}.utts.tsv",
+    params:
+        code=code_digest("score"),
+    log:
+        f"{LOGS}/score/{{model}}/{{scheme}}/{{device}}/{{corpus}}.log",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/score.py"

@@ -1,0 +1,24 @@
+# Greedy batched transcription of one cell (model, scheme, device, corpus).
+
+
+rule transcribe:
+    input:
+        model=f"{RESOURCES}/models/{{model}}",
+        artifact=f"{RESULTS}/quantized/{{model}}/{{scheme}}",
+        corpus=f"{RESOURCES}/corpora/{{corpus}}/manifest.tsv",
+    output:
+        transcript=f"{RESULTS}/transcripts/{{model}}/{{scheme}}/{{device}}/{{corpus}}.jsonl",
+        timing=f"{RESULTS}/transcripts/{{model}}/{{scheme}}/{{device}}/{{corpus}}.timing.json",
+    params:
+        code=code_digest("transcribe"),
+        scheme=scheme_params,
+        transcription=TRANSCRIPTION,
+    log:
+        f"{LOGS}/transcribe/{{model}}/{{scheme}}/{{device}}/{{corpus}}.log",
+    threads: TRANSCRIPTION["threads"]
+    resources:
+        mem_mb=lambda wc: model_mem_mb(wc.model, 1.5),
+        runtime=config["resources_per_rule"]["runtime_minutes"],
+        gpu=lambda wc: 1 if wc.device == "cuda" else 0,
+    script:
+        "../scripts/transcribe.py"

@@ -1,0 +1,18 @@
+import _bootstrap  # noqa: F401
+
+from whisperquant.aggregate import write_report
+from whisperquant.pipeline import setup_logging
+
+setup_logging(snakemake.log[0])
+report = snakemake.params.report
+write_report(
+    snakemake.params.cells,
+    snakemake.params.unsupported,
+    snakemake.output.csv,
+    snakemake.output.md,
+    snakemake.output.plots,
+    n_resamples=report["bootstrap_resamples"],
+    seed=report["seed"],
+    clean=report.get("clean_corpus"),
+    noisy=report.get("noisy_corpus"),
+)

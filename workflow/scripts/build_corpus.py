@@ -1,0 +1,12 @@
+import _bootstrap  # noqa: F401
+
+from whisperquant.pipeline import build_corpus_job, setup_logging
+
+setup_logging(snakemake.log[0])
+build_corpus_job(
+    snakemake.wildcards.corpus,
+    snakemake.params.spec,
+    snakemake.output[0],
+    snakemake.params.cache,
+    snakemake.input.source[0] if snakemake.input.source else None,
+)

@@ -1,0 +1,6 @@
+import _bootstrap  # noqa: F401
+
+from whisperquant.pipeline import import_model_job, setup_logging
+
+setup_logging(snakemake.log[0])
+import_model_job(snakemake.wildcards.model, snakemake.params.spec, snakemake.output[0], snakemake.params.cache)

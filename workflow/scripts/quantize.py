@@ -1,0 +1,16 @@
+import _bootstrap  # noqa: F401
+
+from whisperquant.pipeline import quantize_job, set_threads, setup_logging
+
+setup_logging(snakemake.log[0])
+set_threads(snakemake.threads)
+quantize_job(
+    snakemake.wildcards.model,
+    snakemake.input.model,
+    snakemake.wildcards.scheme,
+    snakemake.params.scheme,
+    snakemake.output[0],
+    snakemake.input.calibration[0] if snakemake.input.calibration else None,
+    snakemake.params.calibration_utterances,
+    snakemake.log[0],
+)

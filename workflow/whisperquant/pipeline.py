@@ -1,0 +1,253 @@
+"""The work of each Snakemake rule, as plain functions (the scripts only unpack ``snakemake``).
+
+Data flows one way: corpus/model -> quantize -> transcribe -> score -> aggregate.
+A step that fails *inside a quantisation library* (an unsupported kernel, a
+shape a library rejects...) writes a ``failed`` record naming its log instead
+of crashing the grid; infrastructure errors (bad input files, checksums,
+missing artifacts) still stop the job with a message naming the culprit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+log = logging.getLogger("whisperquant")
+
+
+def write_json(path: str | Path, obj: dict) -> None:
+    """Atomic JSON write (temp file in the same directory + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+class _Tee:
+    """Duplicate a stream into the job's log file (progress bars, warnings, tracebacks)."""
+
+    def __init__(self, stream, path: Path) -> None:
+        self.stream, self.file = stream, open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+
+    def write(self, data: str) -> int:
+        self.file.write(data)
+        return self.stream.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def setup_logging(log_file: str | Path | None) -> None:
+    """Send logging, warnings, progress bars and any traceback to the rule's log file too."""
+    import sys
+    import warnings
+
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(log_file).write_text("")
+        sys.stderr = _Tee(sys.__stderr__, Path(log_file))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        handlers=[logging.StreamHandler(sys.stderr)], force=True)
+    warnings.filterwarnings("ignore", message="MatMul8bitLt")
+
+
+def set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    torch.manual_seed(0)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def import_model_job(name: str, spec: dict, out_dir: str | Path, cache_dir: str | Path) -> None:
+    from .models import import_model
+
+    out = import_model(name, spec, out_dir, cache_dir)
+    dims = spec.get("dims") or {}
+    cfg = read_json(Path(out) / "config.json")
+    found = {"d_model": cfg["d_model"], "ffn_dim": cfg["encoder_ffn_dim"]}
+    for key, want in dims.items():
+        if found[key] != want:
+            shutil.rmtree(out)
+            raise ValueError(f"models.{name}.dims.{key}: config says {want}, the checkpoint has {found[key]}")
+
+
+# --------------------------------------------------------------------------- corpora
+
+
+def build_corpus_job(name: str, spec: dict, out_manifest: str | Path, cache_dir: str | Path,
+                     source_manifest: str | Path | None = None) -> None:
+    out_dir = Path(out_manifest).parent
+    source = spec["source"]
+    if source == "embedded":
+        from .embedded import build_embedded
+
+        build_embedded(out_dir, cache_dir, spec["set"], spec.get("limit"), spec.get("ids"))
+    elif source == "noisy":
+        from .embedded import build_noisy
+
+        build_noisy(Path(source_manifest).parent, out_dir, spec["snr_db"], spec["seed"])
+    elif source == "librispeech":
+        from .librispeech import build_corpus
+
+        build_corpus(spec, out_dir, download_dir=Path(cache_dir) / "librispeech",
+                     hf_cache_dir=Path(cache_dir) / "hf", calibration=spec.get("split", "").startswith("dev"))
+    else:  # the schema forbids this; kept for direct callers
+        raise ValueError(f"corpora.{name}.source: unknown source {source!r}")
+
+
+# --------------------------------------------------------------------------- quantize
+
+
+def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, out_dir: str | Path,
+                 calibration_manifest: str | Path | None, calibration_utterances: int,
+                 log_file: str | Path) -> None:
+    """Quantise, save and size one (model, scheme); a library failure becomes a failed record."""
+    from .backends import get_backend
+    from .backends.base import calibration_features, load_fp32, target_linears
+    from .sizes import artifact_sizes
+
+    out_dir = Path(out_dir)
+    library = params["library"]
+    backend = get_backend(library)
+    p = {k: v for k, v in params.items() if k != "library"}
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    record = {"model": model, "scheme": scheme, "library": library, "params": p,
+              "bits": backend.bits(p), "method": backend.method(p)}
+    calibration = None
+    if backend.needs_calibration(p):
+        from transformers import WhisperProcessor
+
+        from .transcribe import load_corpus
+        from .audio import load_audio
+
+        utts = load_corpus(calibration_manifest)[:calibration_utterances]
+        processor = WhisperProcessor.from_pretrained(str(model_dir))
+        calibration = calibration_features(processor, [load_audio(u.audio_path, u.id) for u in utts])
+        record["calibration_utterances"] = [u.id for u in utts]
+    t0 = time.perf_counter()
+    try:
+        qmodel = backend.quantize(Path(model_dir), p, calibration)
+        record["quantize_s"] = round(time.perf_counter() - t0, 3)
+        backend.save(qmodel, p, tmp)
+    except Exception as e:  # noqa: BLE001 - any library failure is a reported cell, not a crash
+        log.error("quantisation failed: %s\n%s", e, traceback.format_exc())
+        record.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500], log=str(log_file))
+    else:
+        names = target_linears(load_fp32(Path(model_dir)), p["targets"])
+        record.update(status="ok", quantized_modules=len(names), **artifact_sizes(tmp, names))
+    write_json(tmp / "cell.json", record)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    log.info("%s/%s: %s", model, scheme, {k: record.get(k) for k in ("status", "artifact_bytes", "param_bytes")})
+
+
+# --------------------------------------------------------------------------- transcribe
+
+
+def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict, artifact_dir: str | Path,
+                   device: str, corpus_manifest: str | Path, out_jsonl: str | Path, out_timing: str | Path,
+                   transcription: dict, threads: int, log_file: str | Path) -> None:
+    """Load the saved artifact once and transcribe the corpus (resumable)."""
+    import torch
+    from transformers import WhisperProcessor
+
+    from .backends import get_backend
+    from .transcribe import fingerprint, generate_kwargs_for, load_corpus, transcribe_corpus
+
+    set_threads(threads)
+    qrec = read_json(Path(artifact_dir) / "cell.json")
+    base = {"model": model, "scheme": scheme, "device": device, "library": params["library"],
+            "corpus_manifest": str(corpus_manifest)}
+    if qrec["status"] != "ok":
+        Path(out_jsonl).write_text("")
+        write_json(out_timing, {**base, "status": "failed", "reason": "quantisation failed: " + qrec["reason"],
+                                "log": qrec["log"]})
+        return
+    backend = get_backend(params["library"])
+    p = {k: v for k, v in params.items() if k != "library"}
+    t0 = time.perf_counter()
+    try:
+        model_obj = backend.load(Path(model_dir), p, Path(artifact_dir), device)
+        dtype = None
+        if device == "cuda":
+            dtype = getattr(torch, transcription["cuda_dtype"]) if params["library"] == "fp32" else None
+            if dtype is not None:
+                model_obj = model_obj.to(dtype)
+        load_s = time.perf_counter() - t0
+        processor = WhisperProcessor.from_pretrained(str(model_dir))
+        utts = load_corpus(corpus_manifest)
+        gen = generate_kwargs_for(model_obj, transcription["language"], transcription["max_new_tokens"])
+        fp = fingerprint(cell=base, params=p, gen=gen, batch=transcription["batch_size"],
+                         artifact=qrec.get("artifact_bytes"), manifest=Path(corpus_manifest).read_text())
+        timing = transcribe_corpus(model_obj, processor, utts, out_jsonl, batch_size=transcription["batch_size"],
+                                   generate_kwargs=gen, device=device, dtype=dtype, fp=fp)
+    except (RuntimeError, NotImplementedError, ValueError, TypeError, AttributeError) as e:
+        from .audio import AudioError
+
+        if isinstance(e, AudioError):
+            raise  # bad input is not a property of the scheme: stop and name it
+        log.error("transcription failed: %s\n%s", e, traceback.format_exc())
+        Path(out_jsonl).write_text("")
+        write_json(out_timing, {**base, "status": "failed", "reason": f"{type(e).__name__}: {e}"[:500],
+                                "log": str(log_file)})
+        return
+    write_json(out_timing, {**base, **timing, "status": "ok", "load_s": round(load_s, 3), "threads": threads,
+                            "torch": torch.__version__, "machine": platform.machine(),
+                            "processor": platform.processor() or platform.machine()})
+
+
+# --------------------------------------------------------------------------- score
+
+
+def score_job(transcript: str | Path, timing: str | Path, manifest: str | Path, out_json: str | Path,
+              out_tsv: str | Path) -> None:
+    """Per-utterance word errors and the corpus WER (errors / reference words)."""
+    from .manifest import read_manifest
+    from .scoring import ZERO, score_pair
+
+    t = read_json(timing)
+    if t.get("status") != "ok":
+        Path(out_tsv).write_text("id\tref_words\tsubstitutions\tdeletions\tinsertions\thits\terrors\n")
+        write_json(out_json, {"status": t.get("status", "failed"), "reason": t.get("reason"), "log": t.get("log")})
+        return
+    rows = [json.loads(line) for line in Path(transcript).read_text(encoding="utf-8").splitlines() if line]
+    expected = {r.id: r.reference for r in read_manifest(manifest)}
+    got = {r["id"] for r in rows}
+    if got != set(expected):
+        missing = sorted(set(expected) - got)
+        raise ValueError(f"{transcript}: transcript does not cover the corpus ({len(missing)} missing, "
+                         f"e.g. {missing[:1]}); refusing to score a partial transcript")
+    lines = ["id\tref_words\tsubstitutions\tdeletions\tinsertions\thits\terrors"]
+    total = ZERO
+    for r in sorted(rows, key=lambda r: r["id"]):
+        if r["reference"] != expected[r["id"]]:
+            raise ValueError(f"utterance {r['id']}: reference in {transcript} differs from {manifest}")
+        e = score_pair(r["reference"], r["hypothesis"])
+        total = total + e
+        lines.append("\t".join(map(str, (r["id"], e.ref_words, e.substitutions, e.deletions, e.insertions,
+                                         e.hits, e.errors))))
+    tmp = Path(out_tsv).with_name(Path(out_tsv).name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, out_tsv)
+    write_json(out_json, {"status": "ok", "n_utts": len(rows), **total.asdict()})

@@ -1,0 +1,179 @@
+"""Batched greedy transcription of a corpus, resumable, with honest timing.
+
+One JSON line per utterance (id, reference, raw hypothesis, audio seconds);
+hypotheses are kept exactly as decoded (normalisation happens when scoring).
+Utterances are sorted by length so a batch holds similar durations, decoded
+greedily (``num_beams=1``, no sampling) under ``torch.no_grad()``.
+
+Crash safety: each finished batch is appended to ``<output>.partial`` and
+fsync'd.  A rerun of the same cell (same fingerprint) skips the utterances
+already there, so a killed job resumes where it stopped.  The final output is
+written atomically, sorted by id, only when every utterance is done, so a
+partial transcript can never be scored.
+
+Timing covers decoding only (feature extraction + generate), not model load;
+on CUDA it is synchronised.  Peak RSS is the process' high-water mark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .audio import load_audio
+from .manifest import read_manifest
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    audio_path: Path
+    duration: float
+    reference: str
+
+
+def load_corpus(manifest: str | Path) -> list[Utterance]:
+    manifest = Path(manifest)
+    root = manifest.parent
+    return [Utterance(r.id, root / r.audio, float(r.duration), r.reference) for r in read_manifest(manifest)]
+
+
+def length_sorted_batches(utts: list[Utterance], batch_size: int) -> list[list[Utterance]]:
+    """Longest first (the first batch shows the worst-case memory at once), ties by id."""
+    ordered = sorted(utts, key=lambda u: (-u.duration, u.id))
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def fingerprint(**parts) -> str:
+    """Identifies what a partial transcript was produced by, so a resume never mixes cells."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read_partial(path: Path, fp: str) -> tuple[dict[str, dict], list[dict]]:
+    done: dict[str, dict] = {}
+    batches: list[dict] = []
+    if not path.exists():
+        return done, batches
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or json.loads(lines[0]).get("fingerprint") != fp:
+        path.unlink()  # produced by other settings: start over
+        return done, batches
+    for line in lines[1:]:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a torn last line from a kill: everything after it is redone
+        if rec.get("kind") == "batch":
+            batches.append(rec)
+            for u in rec["utterances"]:
+                done[u["id"]] = u
+    return done, batches
+
+
+def peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
+def transcribe_corpus(
+    model,
+    processor,
+    utts: list[Utterance],
+    output: str | Path,
+    *,
+    batch_size: int,
+    generate_kwargs: dict,
+    device: str = "cpu",
+    dtype=None,
+    fp: str = "",
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict:
+    """Transcribe ``utts`` into ``output`` (JSONL); returns the timing record."""
+    import torch
+    from tqdm import tqdm
+
+    output = Path(output)
+    partial = output.with_name(output.name + ".partial")
+    done, batches_done = _read_partial(partial, fp)
+    todo = [u for u in utts if u.id not in done]
+    if not partial.exists():
+        partial.write_text(json.dumps({"fingerprint": fp}) + "\n", encoding="utf-8")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    batches = length_sorted_batches(todo, batch_size)
+    bar = tqdm(total=len(utts), initial=len(utts) - len(todo), unit="utt", disable=not progress,
+               desc=output.stem, file=sys.stderr)
+    with open(partial, "a", encoding="utf-8") as sink, torch.no_grad():
+        for i, batch in enumerate(batches):
+            audio = [load_audio(u.audio_path, u.id) for u in batch]
+            sync()
+            t0 = time.perf_counter()
+            feats = processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+            feats = feats.to(device=device, dtype=dtype) if dtype is not None else feats.to(device)
+            tokens = model.generate(feats, **generate_kwargs)
+            sync()
+            wall = time.perf_counter() - t0
+            texts = processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+            rec = {"kind": "batch", "wall_s": wall, "utterances": [
+                {"id": u.id, "reference": u.reference, "hypothesis": t, "audio_s": round(u.duration, 3)}
+                for u, t in zip(batch, texts, strict=True)]}
+            sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            batches_done.append(rec)
+            for u in rec["utterances"]:
+                done[u["id"]] = u
+            bar.update(len(batch))
+            if on_batch:
+                on_batch(i)
+    bar.close()
+    missing = [u.id for u in utts if u.id not in done]
+    if missing:
+        raise RuntimeError(f"transcription incomplete: {len(missing)} utterances missing, e.g. {missing[0]}")
+    rows = [done[u.id] for u in sorted(utts, key=lambda u: u.id)]
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, output)
+    wall = float(sum(b["wall_s"] for b in batches_done))
+    audio_s = float(sum(r["audio_s"] for r in rows))
+    timing = {
+        "utterances": len(rows),
+        "batches": len(batches_done),
+        "resumed_batches": len(batches_done) - len(batches),
+        "wall_s": round(wall, 4),
+        "audio_s": round(audio_s, 3),
+        "rtf": round(wall / audio_s, 5) if audio_s else float("nan"),
+        "rtfx": round(audio_s / wall, 3) if wall else float("nan"),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "batch_size": batch_size,
+        "device": device,
+    }
+    if device == "cuda":
+        timing["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    partial.unlink()
+    return timing
+
+
+def is_multilingual(model) -> bool:
+    """OpenAI's own rule: English-only checkpoints have 51,864 tokens, multilingual ones more.
+
+    (``generation_config.is_multilingual`` is not reliable: transformers fills it in
+    for English-only checkpoints too, and a language token then derails decoding.)
+    """
+    return int(model.config.vocab_size) >= 51865
+
+
+def generate_kwargs_for(model, language: str, max_new_tokens: int) -> dict:
+    """Greedy decoding; multilingual checkpoints get the language and the transcribe task."""
+    kwargs = {"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens}
+    if is_multilingual(model):
+        kwargs.update(language=language, task="transcribe")
+    return kwargs
+
