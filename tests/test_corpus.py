@@ -7,7 +7,6 @@ import hashlib
 import numpy as np
 import pytest
 import soundfile as sf
-
 from whisperquant.audio import AudioError, load_audio, mix_noise, write_wav
 from whisperquant.embedded import build_embedded, build_noisy, definition, utterance_ids, utterance_seed
 from whisperquant.manifest import read_manifest
@@ -60,7 +59,7 @@ def test_unknown_ids_are_named():
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(AudioError, match="utterance u1: audio file .* does not exist"):
+    with pytest.raises(AudioError, match=r"utterance u1: audio file .* does not exist"):
         load_audio(tmp_path / "nope.wav", "u1")
 
 

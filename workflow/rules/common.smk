@@ -24,6 +24,7 @@ except ConfigError as e:
 
 RESULTS = config["results"]
 RESOURCES = config["resources"]
+DOWNLOADS = config.get("downloads") or f"{RESOURCES}/downloads"
 LOGS = f"{RESULTS}/logs"
 CELLS, UNSUPPORTED = cells(config, SCHEMES)
 CALIBRATION = config["calibration"]

@@ -9,11 +9,13 @@ rule build_corpus:
     params:
         code=code_digest("corpus"),
         spec=lambda wc: config["corpora"][wc.corpus],
-        cache=f"{RESOURCES}/downloads",
+        cache=DOWNLOADS,
     log:
         f"{LOGS}/corpora/{{corpus}}.log",
     resources:
         mem_mb=2000,
         runtime=60,
+    conda:
+        "../../envs/data.yaml"
     script:
         "../scripts/build_corpus.py"

@@ -7,11 +7,13 @@ rule import_model:
     params:
         code=code_digest("model"),
         spec=lambda wc: config["models"][wc.model],
-        cache=f"{RESOURCES}/downloads",
+        cache=DOWNLOADS,
     log:
         f"{LOGS}/models/{{model}}.log",
     resources:
         mem_mb=lambda wc: model_mem_mb(wc.model, 2.0),
         runtime=60,
+    conda:
+        "../../envs/quantize.yaml"
     script:
         "../scripts/import_model.py"

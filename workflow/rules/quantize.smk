@@ -17,5 +17,7 @@ rule quantize:
     resources:
         mem_mb=lambda wc: model_mem_mb(wc.model, 2.0),
         runtime=60,
+    conda:
+        "../../envs/quantize.yaml"
     script:
         "../scripts/quantize.py"

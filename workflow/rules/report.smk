@@ -24,5 +24,7 @@ rule aggregate:
     resources:
         mem_mb=2000,
         runtime=20,
+    conda:
+        "../../envs/report.yaml"
     script:
         "../scripts/aggregate.py"

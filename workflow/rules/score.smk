@@ -16,5 +16,7 @@ rule score:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../../envs/quantize.yaml"
     script:
         "../scripts/score.py"

@@ -20,5 +20,7 @@ rule transcribe:
         mem_mb=lambda wc: model_mem_mb(wc.model, 1.5),
         runtime=config["resources_per_rule"]["runtime_minutes"],
         gpu=lambda wc: 1 if wc.device == "cuda" else 0,
+    conda:
+        "../../envs/quantize.yaml"
     script:
         "../scripts/transcribe.py"

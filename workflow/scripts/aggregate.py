@@ -1,5 +1,4 @@
 import _bootstrap  # noqa: F401
-
 from whisperquant.aggregate import write_report
 from whisperquant.pipeline import setup_logging
 

@@ -1,5 +1,4 @@
 import _bootstrap  # noqa: F401
-
 from whisperquant.pipeline import quantize_job, set_threads, setup_logging
 
 setup_logging(snakemake.log[0])

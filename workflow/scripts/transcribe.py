@@ -1,5 +1,4 @@
 import _bootstrap  # noqa: F401
-
 from whisperquant.pipeline import setup_logging, transcribe_job
 
 setup_logging(snakemake.log[0])

@@ -320,7 +320,7 @@ def generation_config_dict(ct2_config: dict, tokenizer: dict) -> dict:
         "is_multilingual": multilingual,
     }
     if multilingual:
-        langs = {tok: vocab[tok] for tok in vocab if re.fullmatch(r"<\|[a-z]{2,3}(?:-[A-Za-z]+)?\|>|<\|haw\|>|<\|yue\|>", tok)}
+        langs = {tok: vocab[tok] for tok in vocab if re.fullmatch(r"<\|[a-z]{2,3}\|>", tok)}
         gen["lang_to_id"] = langs
         gen["task_to_id"] = {"transcribe": vocab["<|transcribe|>"], "translate": vocab["<|translate|>"]}
         gen["forced_decoder_ids"] = None

@@ -132,7 +132,7 @@ _EXCLUDED_DIRS = ("silence/", "letters/", "phonetic/", "digits/")
 
 def _clean_script(text: str) -> str:
     text = text.replace("...", " ").replace("Un-indentified", "Unidentified")
-    words = [SCRIPT_TYPOS.get(w.lower().strip(".,;:!?"), None) and _keep_case(w, SCRIPT_TYPOS) or w
+    words = [(SCRIPT_TYPOS.get(w.lower().strip(".,;:!?")) and _keep_case(w, SCRIPT_TYPOS)) or w
              for w in text.split()]
     return " ".join(words).strip()
 

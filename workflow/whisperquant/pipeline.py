@@ -137,8 +137,8 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     if backend.needs_calibration(p):
         from transformers import WhisperProcessor
 
-        from .transcribe import load_corpus
         from .audio import load_audio
+        from .transcribe import load_corpus
 
         utts = load_corpus(calibration_manifest)[:calibration_utterances]
         processor = WhisperProcessor.from_pretrained(str(model_dir))
@@ -149,7 +149,7 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
         qmodel = backend.quantize(Path(model_dir), p, calibration)
         record["quantize_s"] = round(time.perf_counter() - t0, 3)
         backend.save(qmodel, p, tmp)
-    except Exception as e:  # noqa: BLE001 - any library failure is a reported cell, not a crash
+    except Exception as e:
         log.error("quantisation failed: %s\n%s", e, traceback.format_exc())
         record.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500], log=str(log_file))
     else:

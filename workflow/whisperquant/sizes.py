@@ -41,7 +41,9 @@ def safetensors_index(path: str | Path) -> dict[str, int]:
 def artifact_sizes(artifact_dir: str | Path, quantized_modules: list[str]) -> dict[str, int]:
     """The three figures above for an artifact directory."""
     artifact_dir = Path(artifact_dir)
-    files = [p for p in artifact_dir.iterdir() if p.is_file() and (_WEIGHT_FILES.match(p.name) or p.name in _META_FILES)]
+    files = [
+        p for p in artifact_dir.iterdir() if p.is_file() and (_WEIGHT_FILES.match(p.name) or p.name in _META_FILES)
+    ]
     tensors: dict[str, int] = {}
     for p in files:
         if p.suffix == ".safetensors":

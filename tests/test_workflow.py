@@ -1,0 +1,55 @@
+"""End to end: the real Snakemake workflow on real tiny.en weights and two real clips."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from workflow_utils import planned_jobs, small_config, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, default_config, download_cache):
+    work = tmp_path_factory.mktemp("e2e")
+    write_config(work, small_config(default_config, download_cache))
+    snakemake(work, "--cores", "2")
+    return work
+
+
+def test_summary_has_real_rows(finished_run):
+    df = pd.read_csv(finished_run / "results" / "report" / "summary.csv")
+    assert set(df.scheme) == {"fp32", "torch-dynamic-int8"}
+    assert (df.status == "ok").all()
+    fp32 = df[df.scheme == "fp32"].iloc[0]
+    assert fp32.n_utts == 2 and fp32.ref_words == 25
+    assert fp32.wer < 0.15
+    dyn = df[df.scheme == "torch-dynamic-int8"].iloc[0]
+    assert dyn.artifact_bytes < fp32.artifact_bytes
+    assert 0 < dyn.compression_pct < 50  # the fp32 token embedding is half of tiny.en
+    assert dyn.rtf > 0 and dyn.peak_rss_mb > 100
+    assert {"wer_ci_low", "wer_ci_high", "delta_wer", "delta_significant"} <= set(df.columns)
+
+
+def test_transcripts_keep_raw_hypotheses(finished_run):
+    lines = (finished_run / "results/transcripts/tiny.en/fp32/cpu/clean.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in lines]
+    assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+    ls = next(r for r in rows if r["id"] == "librispeech-61-70968-0000")
+    expected = " He began a confused complaint against the wizard, who had vanished behind the curtain on the left."
+    assert ls["hypothesis"] == expected
+    assert ls["reference"].isupper() and ls["audio_s"] == pytest.approx(4.905, abs=0.01)
+    timing = json.loads((finished_run / "results/transcripts/tiny.en/fp32/cpu/clean.timing.json").read_text())
+    assert timing["status"] == "ok" and timing["wall_s"] > 0 and timing["utterances"] == 2
+
+
+def test_report_files(finished_run):
+    report = finished_run / "results" / "report"
+    assert "torch-dynamic-int8" in (report / "summary.md").read_text()
+    assert (report / "plots" / "size_vs_wer.png").stat().st_size > 10_000
+
+
+def test_rerun_plans_nothing(finished_run):
+    assert planned_jobs(finished_run) == {}

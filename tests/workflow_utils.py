@@ -1,0 +1,70 @@
+"""Run the real workflow in a temporary directory (used by the end-to-end tests)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TWO_CLIPS = ["librispeech-61-70968-0000", "librivox-0930"]
+
+
+def small_config(default: dict, download_cache: Path, schemes: dict | None = None) -> dict:
+    """tiny.en on two real clips (clean only), sharing the download cache."""
+    cfg = copy.deepcopy(default)
+    cfg["downloads"] = str(download_cache)
+    cfg["models"] = {"tiny.en": cfg["models"]["tiny.en"]}
+    cfg["corpora"] = {
+        "clean": {"source": "embedded", "set": "eval", "ids": TWO_CLIPS},
+        "calibration": {"source": "embedded", "set": "calibration", "limit": 2},
+    }
+    cfg["calibration"] = {"corpus": "calibration", "utterances": 2}
+    cfg["schemes"] = schemes or {
+        "fp32": {"library": "fp32"},
+        "torch-dynamic-int8": {"library": "pytorch", "mode": "dynamic"},
+    }
+    cfg["grid"] = {"models": ["tiny.en"], "schemes": "all", "devices": ["cpu"], "corpora": ["clean"]}
+    cfg["transcription"] = {"batch_size": 2, "max_new_tokens": 64, "threads": 2}
+    cfg["report"] = {"bootstrap_resamples": 200, "seed": 0}
+    return cfg
+
+
+def write_config(workdir: Path, cfg: dict) -> Path:
+    path = workdir / "config" / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    """``snakemake -s <repo>/Snakefile -d <workdir> ...`` in a subprocess."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(workdir / "config" / "config.yaml"), *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Job counts per rule of a dry run (an empty dict when nothing is to be done)."""
+    proc = snakemake(workdir, "-n", "--quiet", "rules", *args)
+    counts: dict[str, int] = {}
+    lines = (proc.stdout + proc.stderr).splitlines()
+    started = False
+    for line in lines:
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            started = True
+            continue
+        if started and len(parts) == 2 and parts[1].isdigit():
+            if parts[0] == "total":
+                break
+            counts[parts[0]] = int(parts[1])
+    return counts
