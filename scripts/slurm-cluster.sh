@@ -223,6 +223,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
 ReturnToService=2
+# Reject at submit time jobs no node/partition can ever run (e.g. more CPUs
+# than the node has) instead of leaving them PENDING forever.
+EnforcePartLimits=ALL
 # Finished jobs stay visible to squeue for 300 s: the executor plugin's
 # 'squeue' status command needs MinJobAge >= 3 x its initial status delay.
 MinJobAge=300
@@ -385,9 +388,9 @@ cmd_up() {
 
 cmd_down() {
     local jobs
-    mkdir -p "$BASE_DIR"
-    exec 9>"$LOCK_FILE"
-    flock -w 30 9 || warn "could not lock $LOCK_FILE; stopping anyway"
+    if mkdir -p "$BASE_DIR" 2>/dev/null && { exec 9>"$LOCK_FILE"; } 2>/dev/null; then
+        flock -w 30 9 || warn "could not lock $LOCK_FILE; stopping anyway"
+    fi
     if command -v squeue >/dev/null && is_running slurmctld "$CTLD_PID" && ctld_up; then
         jobs="$(timeout 10 squeue -h -t PENDING,RUNNING,SUSPENDED,COMPLETING -o '%i' 2>/dev/null | tr '\n' ' ' || true)"
         if [[ -n "${jobs// /}" ]]; then

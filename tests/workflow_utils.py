@@ -53,8 +53,12 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True)
 
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
-    """Job counts per rule of a dry run (an empty dict when nothing is to be done)."""
-    proc = snakemake(workdir, "-n", "--quiet", "rules", *args)
+    """Job counts per rule of a dry run (an empty dict when nothing is to be done).
+
+    ``args`` (targets, options) go before ``--quiet rules``: that option takes a list
+    of values and would swallow a target placed after it.
+    """
+    proc = snakemake(workdir, "-n", *args, "--quiet", "rules")
     counts: dict[str, int] = {}
     lines = (proc.stdout + proc.stderr).splitlines()
     started = False
