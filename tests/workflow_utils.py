@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -72,3 +75,61 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
                 break
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+# --- shared runs, copies and dry-run details (incremental, resume and determinism tests) ---
+
+_FINISHED: dict[str, Path] = {}
+
+
+def finished_run(tmp_path_factory, cfg: dict) -> Path:
+    """A finished run of ``cfg``, made once per test session and shared by every module asking for it.
+
+    Treat it as read-only: :func:`copy_run` it before changing its config or outputs.
+    """
+    key = yaml.safe_dump(cfg, sort_keys=True)
+    if key not in _FINISHED:
+        work = tmp_path_factory.mktemp("finished-run")
+        write_config(work, cfg)
+        snakemake(work, "--cores", "2")
+        _FINISHED[key] = work
+    return _FINISHED[key]
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """Copy a working directory (outputs, ``.snakemake`` metadata, mtimes): the copy plans what the source does."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    rule: str
+    wildcards: dict
+    reason: str
+
+
+def planned_job_details(workdir: Path, *args: str) -> list[PlannedJob]:
+    """The jobs of a dry run, with their wildcards and Snakemake's reason for each."""
+    proc = snakemake(workdir, "-n", *args)
+    jobs: list[PlannedJob] = []
+    rule, fields = None, {}
+
+    def flush():
+        if rule is not None:
+            wc = dict(kv.split("=", 1) for kv in fields.get("wildcards", "").split(", ") if "=" in kv)
+            jobs.append(PlannedJob(rule, wc, fields.get("reason", "")))
+
+    for line in proc.stdout.splitlines():
+        head = re.match(r"^(?:local)?rule (\w+):$", line)
+        if head:
+            flush()
+            rule, fields = head.group(1), {}
+        elif rule is not None and re.match(r"^    \w+: ", line):
+            key, _, value = line.strip().partition(": ")
+            fields[key] = value
+        elif rule is not None and not line.startswith(" "):
+            flush()
+            rule, fields = None, {}
+    flush()
+    return jobs

@@ -1,4 +1,4 @@
-# Aggregation: summary.csv (+ statistics), summary.md and plots.
+# Aggregation: summary.csv (+ statistics), summary.md, the study comparison and plots.
 
 
 rule aggregate:
@@ -10,10 +10,28 @@ rule aggregate:
         csv=report(
             f"{RESULTS}/report/summary.csv",
             caption="../report/summary.rst",
-            category="Summary",
+            category="Results",
+            subcategory="Summary table",
         ),
-        md=f"{RESULTS}/report/summary.md",
-        plots=directory(f"{RESULTS}/report/plots"),
+        md=report(
+            f"{RESULTS}/report/summary.md",
+            caption="../report/summary_md.rst",
+            category="Results",
+            subcategory="Summary table",
+        ),
+        study=report(
+            f"{RESULTS}/report/study_comparison.csv",
+            caption="../report/study.rst",
+            category="Results",
+            subcategory="Beside the study",
+        ),
+        plots=report(
+            directory(f"{RESULTS}/report/plots"),
+            patterns=["{name}.png"],
+            caption="../report/plots.rst",
+            category="Plots",
+            labels={"figure": "{name}"},
+        ),
     params:
         code=code_digest("report"),
         cells=cell_records(),

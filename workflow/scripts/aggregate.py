@@ -14,4 +14,5 @@ write_report(
     seed=report["seed"],
     clean=report.get("clean_corpus"),
     noisy=report.get("noisy_corpus"),
+    out_study=snakemake.output.study,
 )

@@ -60,8 +60,9 @@ def build_summary(cells: list[dict], unsupported: list[dict]) -> pd.DataFrame:
 
 
 def write_report(cells: list[dict], unsupported: list[dict], out_csv: str | Path, out_md: str | Path,
-                 plot_dir: str | Path, n_resamples: int, seed: int, clean: str | None, noisy: str | None) -> None:
-    from . import plots, tables
+                 plot_dir: str | Path, n_resamples: int, seed: int, clean: str | None, noisy: str | None,
+                 out_study: str | Path | None = None) -> None:
+    from . import plots, study, tables
 
     df = build_summary(cells, unsupported)
     utt = {(c["model"], c["scheme"], c["device"], c["corpus"]): tables.read_utt_scores(c["utts"])
@@ -70,6 +71,10 @@ def write_report(cells: list[dict], unsupported: list[dict], out_csv: str | Path
     df = tables.sort_summary(df)
     _atomic_csv(df, out_csv)
     md = tables.summary_markdown(df)
+    comparison = study.compare(df, clean, noisy)
+    if out_study:
+        _atomic_csv(comparison, out_study)
+    md += "\n## Beside the study's published figures\n\n" + study.comparison_markdown(comparison)
     tmp = Path(out_md).with_suffix(".md.tmp")
     tmp.write_text(md, encoding="utf-8")
     tmp.replace(out_md)

@@ -233,6 +233,27 @@ def _params(resolved: dict) -> dict:
     return {k: v for k, v in resolved.items() if k != "library"}
 
 
+# What each stage's outputs depend on: Snakemake reruns a job when one of its params
+# changes, so a rule's params hold exactly these and nothing operational (cache
+# locations, cluster memory, settings of another device).
+
+
+def downloads_dir(config: dict) -> str:
+    """Cache of pinned registry artifacts; where it lives never changes an output (not a param)."""
+    return config.get("downloads") or f"{config['resources']}/downloads"
+
+
+def model_params(spec: dict) -> dict:
+    """A model's spec as far as its import depends on it (``mem_mb`` is a cluster resource)."""
+    return {k: v for k, v in spec.items() if k != "mem_mb"}
+
+
+def transcription_params(config: dict, device: str) -> dict:
+    """Transcription settings a cell on ``device`` depends on (``cuda_dtype`` only matters on CUDA)."""
+    t = config["transcription"]
+    return {k: v for k, v in t.items() if device == "cuda" or k != "cuda_dtype"}
+
+
 def scheme_names(config: dict) -> list[str]:
     s = config["grid"]["schemes"]
     return list(config["schemes"]) if s == "all" else list(s)

@@ -57,23 +57,43 @@ def fingerprint(**parts) -> str:
 
 
 def _read_partial(path: Path, fp: str) -> tuple[dict[str, dict], list[dict]]:
+    """The batches a killed run finished (an empty state if there is no usable partial file).
+
+    A partial file written for another fingerprint, or whose header line is torn,
+    is discarded.  A torn or corrupt batch line (the job was killed mid-write)
+    ends what is trusted: the file is cut back to the last complete line
+    (atomically), so the batches appended by this run start on a fresh line and a
+    second kill still finds every batch finished before it.
+    """
     done: dict[str, dict] = {}
     batches: list[dict] = []
     if not path.exists():
         return done, batches
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or json.loads(lines[0]).get("fingerprint") != fp:
-        path.unlink()  # produced by other settings: start over
+    # split on "\n" only: a hypothesis may hold other line separators (U+2028...)
+    *lines, tail = path.read_text(encoding="utf-8").split("\n")  # tail: "" or a torn last line
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("fingerprint") != fp:
+        path.unlink()  # produced by other settings, or torn: start over
         return done, batches
+    good = 1
     for line in lines[1:]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
-            break  # a torn last line from a kill: everything after it is redone
-        if rec.get("kind") == "batch":
-            batches.append(rec)
-            for u in rec["utterances"]:
-                done[u["id"]] = u
+            break  # a corrupt line: it and everything after it are redone
+        if not isinstance(rec, dict) or rec.get("kind") != "batch":
+            break
+        batches.append(rec)
+        for u in rec["utterances"]:
+            done[u["id"]] = u
+        good += 1
+    if good < len(lines) or tail:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in lines[:good]), encoding="utf-8")
+        os.replace(tmp, path)
     return done, batches
 
 

@@ -1,0 +1,92 @@
+"""Incremental reruns: a config change plans exactly the jobs whose outputs depend on it.
+
+One finished run of the small config (tiny.en, two clips, fp32 + PyTorch dynamic
+int8; shared with the determinism tests) is copied once; each test writes a
+changed config into the copy and counts the jobs of a dry run.  The rule
+``all`` (the default target) is planned whenever ``aggregate`` is.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from workflow_utils import copy_run, finished_run, planned_job_details, planned_jobs, small_config, write_config
+
+pytestmark = pytest.mark.slow
+
+DYN = "torch-dynamic-int8"
+CELL_JOBS = {"quantize": 1, "transcribe": 1, "score": 1, "aggregate": 1, "all": 1}
+
+
+@pytest.fixture(scope="module")
+def base_config(default_config, download_cache) -> dict:
+    return small_config(default_config, download_cache)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, base_config) -> Path:
+    src = finished_run(tmp_path_factory, base_config)
+    return copy_run(src, tmp_path_factory.mktemp("incremental") / "run")
+
+
+@pytest.fixture
+def cfg(work, base_config):
+    """A fresh copy of the config to change; the finished run's config is restored afterwards."""
+    yield copy.deepcopy(base_config)
+    write_config(work, base_config)
+
+
+def _counts(jobs) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for j in jobs:
+        out[j.rule] = out.get(j.rule, 0) + 1
+    return out
+
+
+def test_unchanged_config_plans_nothing(work):
+    assert planned_jobs(work) == {}
+
+
+def test_changed_scheme_parameter_reruns_only_that_cell(work, cfg):
+    cfg["schemes"][DYN]["granularity"] = "per_channel"
+    write_config(work, cfg)
+    jobs = planned_job_details(work)
+    assert _counts(jobs) == CELL_JOBS, jobs
+    assert {j.wildcards["scheme"] for j in jobs if "scheme" in j.wildcards} == {DYN}
+    (quantize,) = [j for j in jobs if j.rule == "quantize"]
+    assert quantize.reason.startswith("Params have changed") and "per_channel" in quantize.reason
+    assert planned_jobs(work) == CELL_JOBS  # what the summary table of a dry run says, too
+
+
+def test_added_scheme_adds_only_its_jobs(work, cfg):
+    cfg["schemes"]["torch-dynamic-int8-pc"] = {"library": "pytorch", "mode": "dynamic", "granularity": "per_channel"}
+    write_config(work, cfg)
+    jobs = planned_job_details(work)
+    assert _counts(jobs) == CELL_JOBS, jobs
+    assert {j.wildcards["scheme"] for j in jobs if "scheme" in j.wildcards} == {"torch-dynamic-int8-pc"}
+    assert all(j.reason.startswith("Missing output files") for j in jobs if j.rule == "quantize")
+
+
+def test_report_setting_reruns_only_the_aggregation(work, cfg):
+    cfg["report"]["bootstrap_resamples"] = 300
+    write_config(work, cfg)
+    assert planned_jobs(work) == {"aggregate": 1, "all": 1}
+
+
+def test_settings_no_output_depends_on_plan_nothing(work, cfg, tmp_path):
+    """Spelled-out defaults, cache location, cluster resources, another device's settings, unused calibration."""
+    link = tmp_path / "same-cache"
+    link.symlink_to(cfg["downloads"], target_is_directory=True)
+    cfg["downloads"] = str(link)  # the same artifacts, found elsewhere
+    cfg["models"]["tiny.en"]["mem_mb"] = 1600  # a cluster resource
+    cfg["resources_per_rule"] = {"runtime_minutes": 30}
+    cfg["transcription"]["cuda_dtype"] = "bfloat16"  # the grid runs on CPU only
+    cfg["calibration"]["utterances"] = 3  # no scheme of the grid calibrates
+    cfg["schemes"][DYN].update(granularity="per_tensor", observer="minmax")  # the backend's defaults
+    cfg["schemes"]["static-int8"] = {"library": "pytorch", "mode": "static"}  # defined, not in the grid
+    cfg["grid"]["schemes"] = ["fp32", DYN]
+    write_config(work, cfg)
+    jobs = planned_job_details(work)
+    assert jobs == [], "\n".join(f"{j.rule} {j.wildcards}: {j.reason}" for j in jobs)
