@@ -64,3 +64,53 @@ def two_clip_corpus(tmp_path_factory, download_cache) -> Path:
 
     out = tmp_path_factory.mktemp("corpus")
     return build_embedded(out, download_cache, "eval", ids=["librispeech-61-70968-0000", "librivox-0930"])
+
+
+# --- backends fixtures ---
+# A small random-weight Whisper built locally (no Hub): d_model 256, 2+2 layers,
+# 4 heads, ffn 1024, a 384-token vocabulary and 2 s inputs (200 log-mel frames).
+# init_std 0.2 (transformers' default is 0.02) makes greedy decoding depend on
+# the weights: with 0.02 every input decodes to the same repeated token, so
+# "identical tokens after reload" would prove nothing.
+
+TINY_WHISPER = {
+    "vocab_size": 384, "d_model": 256, "encoder_layers": 2, "decoder_layers": 2,
+    "encoder_attention_heads": 4, "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 1024, "decoder_ffn_dim": 1024, "num_mel_bins": 80,
+    "max_source_positions": 100, "max_target_positions": 64,
+    "pad_token_id": 383, "bos_token_id": 381, "eos_token_id": 382, "decoder_start_token_id": 381,
+    "suppress_tokens": [], "begin_suppress_tokens": [], "init_std": 0.2,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory) -> Path:
+    """A random-weight WhisperForConditionalGeneration + feature extractor, saved as safetensors."""
+    import torch
+    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    out = tmp_path_factory.mktemp("tiny_whisper")
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(WhisperConfig(**TINY_WHISPER)).eval()
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=381, bos_token_id=381, eos_token_id=382, pad_token_id=383,
+        max_length=16, suppress_tokens=[], begin_suppress_tokens=[])
+    model.save_pretrained(out, safe_serialization=True)
+    WhisperFeatureExtractor(chunk_length=2).save_pretrained(out)  # 2 s -> 200 frames = 2 * max_source_positions
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_features(tiny_whisper_dir) -> dict:
+    """Log-mel inputs from seeded noise: ``eval`` (1 clip) and ``calibration`` (one batch of 2)."""
+    import numpy as np
+    from transformers import WhisperFeatureExtractor
+
+    fe = WhisperFeatureExtractor.from_pretrained(tiny_whisper_dir)
+    rng = np.random.default_rng(1234)
+
+    def feats(n: int):
+        audio = [rng.standard_normal(24000).astype("float32") * 0.1 for _ in range(n)]
+        return fe(audio, sampling_rate=16000, return_tensors="pt").input_features
+
+    return {"eval": feats(1), "calibration": [feats(2)]}

@@ -38,6 +38,14 @@ def cfg(work, base_config):
     write_config(work, base_config)
 
 
+def _resolved(cfg: dict) -> dict[str, dict]:
+    from whisperquant.config import check_config, validate_schema
+
+    c = copy.deepcopy(cfg)
+    validate_schema(c)
+    return check_config(c)
+
+
 def _counts(jobs) -> dict[str, int]:
     out: dict[str, int] = {}
     for j in jobs:
@@ -84,7 +92,7 @@ def test_settings_no_output_depends_on_plan_nothing(work, cfg, tmp_path):
     cfg["resources_per_rule"] = {"runtime_minutes": 30}
     cfg["transcription"]["cuda_dtype"] = "bfloat16"  # the grid runs on CPU only
     cfg["calibration"]["utterances"] = 3  # no scheme of the grid calibrates
-    cfg["schemes"][DYN].update(granularity="per_tensor", observer="minmax")  # the backend's defaults
+    cfg["schemes"][DYN] = _resolved(cfg)[DYN]  # every parameter spelled out, the backend's defaults included
     cfg["schemes"]["static-int8"] = {"library": "pytorch", "mode": "static"}  # defined, not in the grid
     cfg["grid"]["schemes"] = ["fp32", DYN]
     write_config(work, cfg)

@@ -12,19 +12,24 @@ from whisperquant.config import (  # noqa: E402
     cells,
     check_config,
     code_digest,
+    downloads_dir,
+    model_params,
+    transcription_params,
     validate_schema,
 )
 
-validate(config, schema="../schemas/config.schema.yaml")
+# whisperquant's own validation first: its messages name the key path (Snakemake's
+# validate() would report the same schema error as a dump of schema and config).
 try:
     validate_schema(config)
     SCHEMES = check_config(config)
 except ConfigError as e:
     raise WorkflowError(f"invalid configuration: {e}") from None
+validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config["results"]
 RESOURCES = config["resources"]
-DOWNLOADS = config.get("downloads") or f"{RESOURCES}/downloads"
+DOWNLOADS = downloads_dir(config)
 LOGS = f"{RESULTS}/logs"
 CELLS, UNSUPPORTED = cells(config, SCHEMES)
 CALIBRATION = config["calibration"]

@@ -9,7 +9,6 @@ rule build_corpus:
     params:
         code=code_digest("corpus"),
         spec=lambda wc: config["corpora"][wc.corpus],
-        cache=DOWNLOADS,
     log:
         f"{LOGS}/corpora/{{corpus}}.log",
     resources:

@@ -6,8 +6,7 @@ rule import_model:
         directory(f"{RESOURCES}/models/{{model}}"),
     params:
         code=code_digest("model"),
-        spec=lambda wc: config["models"][wc.model],
-        cache=DOWNLOADS,
+        spec=lambda wc: model_params(config["models"][wc.model]),
     log:
         f"{LOGS}/models/{{model}}.log",
     resources:

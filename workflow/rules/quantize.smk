@@ -10,7 +10,7 @@ rule quantize:
     params:
         code=code_digest("quantize"),
         scheme=scheme_params,
-        calibration_utterances=CALIBRATION.get("utterances", 8),
+        calibration_utterances=lambda wc: CALIBRATION["utterances"] if needs_calibration(wc.scheme) else 0,
     log:
         f"{LOGS}/quantize/{{model}}/{{scheme}}.log",
     threads: 2

@@ -12,7 +12,7 @@ rule transcribe:
     params:
         code=code_digest("transcribe"),
         scheme=scheme_params,
-        transcription=TRANSCRIPTION,
+        transcription=lambda wc: transcription_params(config, wc.device),
     log:
         f"{LOGS}/transcribe/{{model}}/{{scheme}}/{{device}}/{{corpus}}.log",
     threads: TRANSCRIPTION["threads"]

@@ -1,4 +1,5 @@
 import _bootstrap  # noqa: F401
+from whisperquant.config import downloads_dir
 from whisperquant.pipeline import build_corpus_job, setup_logging
 
 setup_logging(snakemake.log[0])
@@ -6,6 +7,6 @@ build_corpus_job(
     snakemake.wildcards.corpus,
     snakemake.params.spec,
     snakemake.output[0],
-    snakemake.params.cache,
+    downloads_dir(snakemake.config),
     snakemake.input.source[0] if snakemake.input.source else None,
 )

@@ -6,6 +6,19 @@ outside ``targets`` are passed as ``llm_int8_skip_modules``, so the tied
 ``proj_out`` stays float by default.  transformers serialises bnb models to
 safetensors natively (``save_pretrained``), and reloads them from the
 ``quantization_config`` recorded in config.json.
+
+``compute_dtype`` on CPU (bitsandbytes 0.50.2): on a CPU with AVX512-BF16,
+``Linear4bit`` repacks its weights at the first forward for a fused kernel
+that casts inputs and absmax to bfloat16 ("cpu fused op only support bf16
+for now", ``backends/cpu/ops.py``) whatever ``compute_dtype`` says; without
+AVX512-BF16 it dequantises and multiplies in ``compute_dtype``.  So float32
+and bfloat16 gave identical logits on this study's CPU, and the same scheme
+would compute differently on another CPU.  We keep the fused kernel only for
+``compute_dtype: bfloat16`` (which it honours) and switch it off otherwise,
+so float32/float16 are computed as named on every CPU (checked: equal to
+dequantise-then-``F.linear`` in that dtype, to the bit).
+LLM.int8 on CPU casts its inputs to float16 before quantising them (the
+library's own "MatMul8bitLt" warning).
 """
 
 from __future__ import annotations
@@ -42,9 +55,14 @@ class BitsAndBytes(Backend):
 
     def method(self, params: dict) -> str:
         if params["quant_type"] == "int8":
-            return f"LLM.int8 (outlier threshold {params['threshold']})"
-        dq = " + double quant" if params["double_quant"] else ""
-        return f"{params['quant_type']} weight-only{dq}, compute {params['compute_dtype']}"
+            # LLM.int8 (bitsandbytes docs, "LLM.int8()"): int8 weights with one scale per
+            # output row; inputs quantised to int8 per token at run time, input columns
+            # with a value above the threshold multiplied in float16 (0 = no outlier split).
+            return (f"LLM.int8: int8 weights per-channel, dynamic int8 activations per-token, "
+                    f"outlier threshold {params['threshold']}")
+        dq = ", double quant (8-bit absmax)" if params["double_quant"] else ""
+        return (f"{params['quant_type']} weight-only, blocks of 64{dq}, "
+                f"compute {params['compute_dtype']}")
 
     def _config(self, model_dir: Path, params: dict):
         from transformers import BitsAndBytesConfig
@@ -65,9 +83,10 @@ class BitsAndBytes(Backend):
         from transformers import WhisperForConditionalGeneration
 
         _quiet()
-        return WhisperForConditionalGeneration.from_pretrained(
+        model = WhisperForConditionalGeneration.from_pretrained(
             str(base_model_dir), quantization_config=self._config(Path(base_model_dir), params),
             device_map=device, use_safetensors=True, trust_remote_code=False).eval()
+        return _honour_compute_dtype(model, params)
 
     def save(self, model, params, out_dir: Path) -> None:
         model.save_pretrained(out_dir, safe_serialization=True)
@@ -77,8 +96,19 @@ class BitsAndBytes(Backend):
         from transformers import WhisperForConditionalGeneration
 
         _quiet()
-        return WhisperForConditionalGeneration.from_pretrained(
+        model = WhisperForConditionalGeneration.from_pretrained(
             str(artifact_dir), device_map=device, use_safetensors=True, trust_remote_code=False).eval()
+        return _honour_compute_dtype(model, params)
+
+
+def _honour_compute_dtype(model: torch.nn.Module, params: dict) -> torch.nn.Module:
+    """Use bitsandbytes' fused bf16 CPU kernel only when the scheme asks for bfloat16 compute."""
+    if params["quant_type"] != "int8":
+        fused = params["compute_dtype"] == "bfloat16"
+        for mod in model.modules():
+            if hasattr(mod, "support_avx512bf16_for_cpu"):
+                mod.support_avx512bf16_for_cpu = mod.support_avx512bf16_for_cpu and fused
+    return model
 
 
 def _quiet() -> None:

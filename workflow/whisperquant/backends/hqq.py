@@ -5,6 +5,18 @@ Each target ``nn.Linear`` is swapped for ``hqq.core.quantize.HQQLinear`` with
 and hqq's ``AutoHQQHFModel`` fail on Whisper's encoder-decoder, so the swap is
 done here.  Weights are grouped along ``axis`` in groups of ``group_size``
 with a float scale and zero per group; compute runs in float32 on CPU.
+
+Bit-widths: hqq 0.2.8's ``Quantizer.SUPPORTED_BITS`` also lists 5, 6 and
+1.58, but stores them unpacked (``bit_to_packing``: 5 and 6 -> ``8bit_u8``,
+1.58 -> ``2bit_u8``, "todo: bitpacking"), so such an artifact is exactly as
+large as the 8-bit (2-bit) one; the study offers only the widths hqq really
+packs: 1, 2, 3 (10 values per int32), 4 and 8.
+
+Size: the scale and zero of each group are stored in the compute dtype --
+float32 on CPU -- i.e. 64 bits per group: 2 bits per weight at group 32,
+1 at 64, 0.5 at 128.  1-bit g32 therefore costs 3 bits per weight, the same
+as 2-bit g64.  (hqq's quantised meta-data, ``quant_zero``/``quant_scale``,
+is deprecated and "not supported for quantized model serialization".)
 """
 
 from __future__ import annotations

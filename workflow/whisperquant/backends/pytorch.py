@@ -1,12 +1,38 @@
 """PyTorch's own int8 quantisation (torch.ao.quantization, eager mode).
 
 * ``mode: dynamic`` -- ``quantize_dynamic``: int8 weights (per tensor or per
-  output channel) and activations quantised on the fly per batch from their
-  observed range.  The study's "PyTorch dynamic int8".
+  output channel) and activations quantised on the fly per call from their
+  observed range, output in float.  The study's "PyTorch dynamic int8".
+  (torch's dynamic Linear always runs its kernel with ``reduce_range=True``.)
 * ``mode: static`` -- calibrated activation observers.  Whole-model eager
   ``prepare`` and FX tracing fail on Whisper, so each target Linear is wrapped
   as ``QuantStub -> Linear -> DeQuantStub`` and prepared/converted on its own;
-  activation scales come from forward passes over the calibration set.
+  activation scales come from forward passes (``generate``) over the
+  calibration set.  ``observer`` (``minmax`` | ``histogram``), ``granularity``
+  of the weights and ``reduce_range`` are parameters.
+
+Static int8 and Whisper (measured on tiny.en, 2026-11): a static
+``torch.ao.nn.quantized.Linear`` takes a quint8 input *and requantises its
+output* to quint8 with one calibrated per-tensor scale.  The last encoder
+layer's ``fc2`` has extreme output outliers (range about [-610, 133] while
+most outputs are within +-1): with an 8-bit output grid of step ~2.9, 87 % of
+its outputs become exactly 0, and the transcript collapses ("the", "and").
+Quantising that layer's *input* alone costs only 1.4 % relative error; the
+output requantisation is the cause.  What helps, in order:
+``reduce_range: false`` (full 8 bits instead of torch's x86 default of 7; the
+7-bit default with one calibration clip gives "the" for every clip) plus
+``observer: histogram`` (torch's x86 default: clips outliers by minimising
+the L2 error) and per-channel weights: sane but clearly degraded transcripts;
+keeping ``model.encoder.layers.3.fc2`` float through ``targets`` (1 of 96
+Linears): transcripts equal to fp32 on the clips tried.  Excluding layers is
+never a silent default here.  torchao's ``int8_static_activation_int8_weight``
+(``torchao.py``) calibrates the input scale the same way but returns the
+matmul output in float, and matches fp32 on the same clips.
+
+``reduce_range: false`` is exact on x86 CPUs with VNNI (AVX512-VNNI /
+AVX-VNNI); without VNNI, fbgemm's ``vpmaddubsw`` path can saturate, which is
+why torch defaults to 7 bits; such a CPU is reported as unsupported for this
+setting (checked from ``/proc/cpuinfo`` when the grid is planned).
 
 Saved as safetensors: int8 weights, their scales/zero points and, for static,
 the activation scale/zero point of each layer.
@@ -59,6 +85,22 @@ class _Static(nn.Module):
         return self.dequant(y).reshape(*shape[:-1], -1)
 
 
+def _x86_without_vnni() -> bool:
+    """True on an x86 Linux CPU whose flags lack VNNI; False when unknown or not x86."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    if flags is None:
+        return False
+    return not ({"avx512_vnni", "avx_vnni"} & set(flags))
+
+
 def _engine() -> None:
     engines = torch.backends.quantized.supported_engines
     torch.backends.quantized.engine = "x86" if "x86" in engines else "fbgemm" if "fbgemm" in engines else engines[-1]
@@ -70,7 +112,8 @@ class PyTorch(Backend):
     parameters = {
         "mode": (("dynamic", "static"), "dynamic"),
         "granularity": (("per_tensor", "per_channel"), "per_tensor"),
-        "observer": (("minmax", "histogram"), "minmax"),
+        "observer": (("minmax", "histogram"), "histogram"),
+        "reduce_range": (bool, False),
     }
     devices = ("cpu",)
 
@@ -81,8 +124,21 @@ class PyTorch(Backend):
         return 8.0
 
     def method(self, params: dict) -> str:
-        act = "dynamic int8 activations" if params["mode"] == "dynamic" else "static (calibrated) int8 activations"
-        return f"int8 weights {params['granularity'].replace('_', '-')}, {act}"
+        w = f"int8 weights {params['granularity'].replace('_', '-')}"
+        if params["mode"] == "dynamic":
+            return f"{w}, dynamic int8 activations per-tensor (float output)"
+        bits = 7 if params["reduce_range"] else 8
+        return (f"{w}, static (calibrated, {params['observer']}) {bits}-bit activations per-tensor, "
+                f"output requantised")
+
+    def unsupported_reason(self, params: dict, device: str) -> str | None:
+        reason = super().unsupported_reason(params, device)
+        if reason:
+            return reason
+        if params["mode"] == "static" and not params["reduce_range"] and _x86_without_vnni():
+            return ("static int8 with reduce_range: false needs an x86 CPU with VNNI "
+                    "(fbgemm's non-VNNI kernels can saturate); set reduce_range: true")
+        return None
 
     def _qconfig(self, params: dict):
         if params["mode"] == "dynamic":
@@ -92,7 +148,7 @@ class PyTorch(Backend):
             w = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
         else:
             w = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
-        return QConfig(activation=act.with_args(reduce_range=True), weight=w)
+        return QConfig(activation=act.with_args(reduce_range=params["reduce_range"]), weight=w)
 
     def _structure(self, model: nn.Module, params: dict) -> list[str]:
         """Swap target Linears for (unconverted) wrappers; returns their names."""

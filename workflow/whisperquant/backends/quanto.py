@@ -1,24 +1,38 @@
 """optimum-quanto: int8/int4/int2/float8 weights, optionally int8/float8 activations.
 
-What makes a quanto scheme "dynamic" or "static" (optimum-quanto README,
-"Quantization workflow" and "Calibration",
-https://github.com/huggingface/optimum-quanto#quantization-workflow-for-hugging-face-models):
+Which calls make a quanto scheme weight-only ("dynamic") or static, quoting
+the optimum-quanto 0.2.7 README ("Quantization workflow for vanilla pytorch
+models (low-level API)" and "Modules",
+https://github.com/huggingface/optimum-quanto#quantization-workflow-for-vanilla-pytorch-models-low-level-api):
 
-* ``quantize(model, weights=qint8)`` then ``freeze(model)`` quantises the
-  weights only; activations stay float and each matmul dequantises on the fly.
-  This is *weight-only* quantisation -- what the study calls quanto's
-  "dynamic" int8: nothing about activations is fixed in advance.
-* ``quantize(model, weights=..., activations=qint8)`` adds activation
-  quantisation, whose scales are *static*: they are recorded by running
-  samples ``with Calibration():`` (momentum-averaged ranges) and then frozen.
-  Without calibration the activation scales would stay at their initial
-  values, so such a scheme requires a calibration set.
+* ``quantize(model, weights=qint8)`` -- "converts a standard float model into
+  a dynamically quantized model ... only the inference of the model is
+  modified to dynamically quantize the weights".  quanto's own word
+  "dynamic" here is about the *weights* (re-quantised at every forward until
+  frozen); ``freeze(model)`` then "replaces float weights by quantized integer
+  weights".  With ``activations=None`` (our ``activations: none``) the inputs
+  stay float: **weight-only** -- the study's quanto "dynamic" scheme, in the
+  sense that nothing about activations is fixed in advance.
+* ``quantize(model, weights=..., activations=qint8 | qfloat8)`` -- inputs and
+  outputs of each QLinear are quantised "per-tensor using *static* scales
+  (defaults to the range [-1, 1])"; "to preserve accuracy, the model needs to
+  be calibrated": running samples ``with Calibration(momentum=0.9):`` records
+  the ranges ("This automatically activates the quantization of the
+  activations").  That is **static** activation quantisation, so such a scheme
+  requires a calibration set (``needs_calibration``).
+
+Granularity (quanto ``nn/qmodule.py``): int8/float8 weights have one scale per
+output channel (axis 0); int4/int2 weights are grouped along the input in
+groups of 128 (reduced by 32 until it divides the width, per channel if the
+width is <= 128), with a scale and a shift per group.
 
 Only the encoder and decoder Linears selected by ``targets`` are quantised.
 quanto has no speech-seq2seq save/load wrapper; we store the frozen state dict
 as safetensors with ``quantization_map()`` in JSON and rebuild with
 ``requantize()``.  4- and 2-bit kernels fail under ``torch.inference_mode`` on
-CPU, so inference uses ``torch.no_grad``.
+CPU, so inference uses ``torch.no_grad``.  Every weight x activation
+combination (float8 activations included) runs ``generate()`` on CPU with
+torch 2.13 (checked on a random-weight Whisper, tests/test_backends.py).
 """
 
 from __future__ import annotations
@@ -59,17 +73,11 @@ class Quanto(Backend):
         return {"int8": 8.0, "int4": 4.0, "int2": 2.0, "float8": 8.0}[params["weights"]]
 
     def method(self, params: dict) -> str:
+        gran = "per-channel" if params["weights"] in ("int8", "float8") else "groups of <=128"
+        w = f"{params['weights']} weights {gran}"
         if params["activations"] == "none":
-            return f"{params['weights']} weight-only (dynamic: activations float)"
-        return f"{params['weights']} weights, static {params['activations']} activations (calibrated)"
-
-    def unsupported_reason(self, params: dict, device: str) -> str | None:
-        reason = super().unsupported_reason(params, device)
-        if reason:
-            return reason
-        if params["activations"] == "float8" and device == "cpu":
-            return None
-        return None
+            return f"{w}, weight-only (activations float)"
+        return f"{w}, static (calibrated) {params['activations']} activations per-tensor"
 
     def _apply(self, model: torch.nn.Module, params: dict) -> list[str]:
         from optimum.quanto import quantize
