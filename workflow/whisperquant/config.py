@@ -135,19 +135,24 @@ def check_config(config: dict) -> dict[str, dict]:
     from .backends import SchemeError, get_backend
 
     schemes = resolve_schemes(config)
-    models, corpora, grid = config["models"], config["corpora"], config["grid"]
-    for i, m in enumerate(grid["models"]):
-        if m not in models:
-            raise ConfigError(f"grid.models[{i}]: unknown model {m!r}; defined: {', '.join(models)}")
-    for i, c in enumerate(grid["corpora"]):
-        if c not in corpora:
-            raise ConfigError(f"grid.corpora[{i}]: unknown corpus {c!r}; defined: {', '.join(corpora)}")
+    models, corpora = config["models"], config["corpora"]
+    for where, block in grid_blocks(config):
+        for i, m in enumerate(block["models"]):
+            if m not in models:
+                raise ConfigError(f"{where}.models[{i}]: unknown model {m!r}; defined: {', '.join(models)}")
+        for i, c in enumerate(block["corpora"]):
+            if c not in corpora:
+                raise ConfigError(f"{where}.corpora[{i}]: unknown corpus {c!r}; defined: {', '.join(corpora)}")
+        names = _block_schemes(config, block)
+        for i, s in enumerate(names):
+            if s not in schemes:
+                raise ConfigError(f"{where}.schemes[{i}]: unknown scheme {s!r}; defined: {', '.join(schemes)}")
+        if not any(schemes[s]["library"] == "fp32" for s in names):
+            raise ConfigError(
+                f"{where}.schemes: the grid needs an fp32 baseline scheme (library: fp32) to compare against"
+            )
+    grid = {"models": grid_models(config), "corpora": grid_corpora(config)}
     grid_schemes = scheme_names(config)
-    for i, s in enumerate(grid_schemes):
-        if s not in schemes:
-            raise ConfigError(f"grid.schemes[{i}]: unknown scheme {s!r}; defined: {', '.join(schemes)}")
-    if not any(schemes[s]["library"] == "fp32" for s in grid_schemes):
-        raise ConfigError("grid.schemes: the grid needs an fp32 baseline scheme (library: fp32) to compare against")
     for name, spec in corpora.items():
         if spec["source"] == "noisy":
             src = spec.get("from")
@@ -208,7 +213,7 @@ def _check_disjoint(config: dict, calib: str) -> None:
             f"corpora.{cname}.split: calibration corpus {calib!r} must come from a dev split "
             f"(dev-clean, dev-other), not {cspec['split']!r}"
         )
-    for name in config["grid"]["corpora"]:
+    for name in grid_corpora(config):
         ename, espec = _origin(corpora, name)
         if ename == cname:
             raise ConfigError(
@@ -254,24 +259,56 @@ def transcription_params(config: dict, device: str) -> dict:
     return {k: v for k, v in t.items() if device == "cuda" or k != "cuda_dtype"}
 
 
-def scheme_names(config: dict) -> list[str]:
-    s = config["grid"]["schemes"]
+def grid_blocks(config: dict) -> list[tuple[str, dict]]:
+    """The grid as (key path, block) pairs: ``grid`` is one block or a list of blocks.
+
+    Each block is a full product models x schemes x devices x corpora; a list lets a
+    config run every scheme on one model and a few on another.
+    """
+    g = config["grid"]
+    return [("grid", g)] if isinstance(g, dict) else [(f"grid[{i}]", b) for i, b in enumerate(g)]
+
+
+def _block_schemes(config: dict, block: dict) -> list[str]:
+    s = block.get("schemes", "all")
     return list(config["schemes"]) if s == "all" else list(s)
+
+
+def _union(items) -> list:
+    return list(dict.fromkeys(items))
+
+
+def scheme_names(config: dict) -> list[str]:
+    """Every scheme some grid block runs, in first-seen order."""
+    return _union(s for _, b in grid_blocks(config) for s in _block_schemes(config, b))
+
+
+def grid_models(config: dict) -> list[str]:
+    return _union(m for _, b in grid_blocks(config) for m in b["models"])
+
+
+def grid_corpora(config: dict) -> list[str]:
+    return _union(c for _, b in grid_blocks(config) for c in b["corpora"])
 
 
 def cells(config: dict, schemes: dict[str, dict]) -> tuple[list[Cell], dict[Cell, str]]:
     """(runnable cells, unsupported cells with their reason), decided before any work runs."""
     from .backends import get_backend
 
-    g = config["grid"]
     runnable, unsupported = [], {}
-    for m, s, d, c in itertools.product(g["models"], scheme_names(config), g["devices"], g["corpora"]):
-        cell = Cell(m, s, d, c)
-        reason = get_backend(schemes[s]["library"]).unsupported_reason(_params(schemes[s]), d)
-        if reason:
-            unsupported[cell] = reason
-        else:
-            runnable.append(cell)
+    seen = set()
+    for _, b in grid_blocks(config):
+        for m, s, d, c in itertools.product(b["models"], _block_schemes(config, b), b.get("devices", ["cpu"]),
+                                            b["corpora"]):
+            cell = Cell(m, s, d, c)
+            if cell in seen:
+                continue
+            seen.add(cell)
+            reason = get_backend(schemes[s]["library"]).unsupported_reason(_params(schemes[s]), d)
+            if reason:
+                unsupported[cell] = reason
+            else:
+                runnable.append(cell)
     return runnable, unsupported
 
 

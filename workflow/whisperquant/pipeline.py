@@ -198,8 +198,12 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
         processor = WhisperProcessor.from_pretrained(str(model_dir))
         utts = load_corpus(corpus_manifest)
         gen = generate_kwargs_for(model_obj, transcription["language"], transcription["max_new_tokens"])
-        fp = fingerprint(cell=base, params=p, gen=gen, batch=transcription["batch_size"],
-                         artifact=qrec.get("artifact_bytes"), manifest=Path(corpus_manifest).read_text())
+        from .config import code_digest
+
+        # Everything the finished batches depend on: a partial made by other code, another
+        # artifact or other settings is discarded instead of resumed.
+        fp = fingerprint(cell=base, params=p, gen=gen, batch=transcription["batch_size"], artifact=qrec,
+                         code=code_digest("transcribe"), manifest=Path(corpus_manifest).read_text())
         timing = transcribe_corpus(model_obj, processor, utts, out_jsonl, batch_size=transcription["batch_size"],
                                    generate_kwargs=gen, device=device, dtype=dtype, fp=fp)
     except (RuntimeError, NotImplementedError, ValueError, TypeError, AttributeError) as e:
@@ -231,7 +235,7 @@ def score_job(transcript: str | Path, timing: str | Path, manifest: str | Path, 
         Path(out_tsv).write_text("id\tref_words\tsubstitutions\tdeletions\tinsertions\thits\terrors\n")
         write_json(out_json, {"status": t.get("status", "failed"), "reason": t.get("reason"), "log": t.get("log")})
         return
-    rows = [json.loads(line) for line in Path(transcript).read_text(encoding="utf-8").splitlines() if line]
+    rows = [json.loads(line) for line in Path(transcript).read_text(encoding="utf-8").split("\n") if line]
     expected = {r.id: r.reference for r in read_manifest(manifest)}
     got = {r["id"] for r in rows}
     if got != set(expected):
