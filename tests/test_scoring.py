@@ -55,3 +55,14 @@ def test_corpus_wer_is_total_errors_over_total_words():
     assert total.errors == 1 and total.ref_words == 11
     assert total.wer == pytest.approx(1 / 11)
     assert (ZERO + total) == total
+
+
+def test_same_as_transformers_normalizer_with_the_map():
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    reference = EnglishTextNormalizer(spelling_map())
+    texts = ["The colour is GREY.", "Mr. Smith's 1st car cost $20.50!", "re-entered, um, twenty-one",
+             "He began a confused complaint against the wizard, who had vanished behind the curtain on the left.",
+             "I'm sorry, that number is not valid.", "Press star to cancel this message..."]
+    for t in texts:
+        assert normalize(t) == " ".join(reference(t).split())

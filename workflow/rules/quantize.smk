@@ -13,7 +13,7 @@ rule quantize:
         calibration_utterances=lambda wc: CALIBRATION["utterances"] if needs_calibration(wc.scheme) else 0,
     log:
         f"{LOGS}/quantize/{{model}}/{{scheme}}.log",
-    threads: 2
+    threads: 1
     resources:
         mem_mb=lambda wc: model_mem_mb(wc.model, 2.0),
         runtime=60,

@@ -1,10 +1,12 @@
 """Word error rate with Whisper's English normaliser, as open_asr_leaderboard scores.
 
 Raw hypotheses are kept untouched in the transcripts; normalisation happens
-here only.  The normaliser is transformers' ``EnglishTextNormalizer`` fed with
-Whisper's English spelling map (``english.json``, 1,739 British -> American
-spellings), which the ``whisper-normalizer`` wheel ships.  An empty map would
-silently count "colour"/"color" as an error, so a missing map is an error.
+here only.  The normaliser is OpenAI Whisper's ``EnglishTextNormalizer`` as the
+``whisper-normalizer`` wheel ships it, with Whisper's English spelling map
+(``english.json``, 1,739 British -> American spellings).  transformers carries
+the same class but needs the map passed in (an empty map silently counts
+"colour"/"color" as an error) and costs seconds of imports per scoring job;
+the tests check both give identical output with the map.
 
 Corpus WER is total word errors over total reference words (not a mean of
 per-utterance rates).
@@ -31,9 +33,12 @@ def spelling_map() -> dict[str, str]:
 
 @cache
 def _normalizer():
-    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+    from whisper_normalizer.english import EnglishTextNormalizer
 
-    return EnglishTextNormalizer(spelling_map())
+    normalizer = EnglishTextNormalizer()
+    if normalizer.standardize_spellings.mapping != spelling_map():
+        raise RuntimeError("whisper-normalizer did not load Whisper's English spelling map")
+    return normalizer
 
 
 def normalize(text: str) -> str:

@@ -126,7 +126,7 @@ class PyTorch(Backend):
     def method(self, params: dict) -> str:
         w = f"int8 weights {params['granularity'].replace('_', '-')}"
         if params["mode"] == "dynamic":
-            return f"{w}, dynamic int8 activations per-tensor (float output)"
+            return f"{w}, dynamic int8 activations per-tensor (7-bit range, reduce_range), float output"
         bits = 7 if params["reduce_range"] else 8
         return (f"{w}, static (calibrated, {params['observer']}) {bits}-bit activations per-tensor, "
                 f"output requantised")
