@@ -254,9 +254,9 @@ def model_params(spec: dict) -> dict:
 
 
 def transcription_params(config: dict, device: str) -> dict:
-    """Transcription settings a cell on ``device`` depends on (``cuda_dtype`` only matters on CUDA)."""
+    """Transcription settings a cell on ``device`` depends on (``cuda_*`` only matter on CUDA)."""
     t = config["transcription"]
-    return {k: v for k, v in t.items() if device == "cuda" or k != "cuda_dtype"}
+    return {k: v for k, v in t.items() if device == "cuda" or not k.startswith("cuda_")}
 
 
 def grid_blocks(config: dict) -> list[tuple[str, dict]]:

@@ -194,6 +194,10 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
             dtype = getattr(torch, transcription["cuda_dtype"]) if params["library"] == "fp32" else None
             if dtype is not None:
                 model_obj = model_obj.to(dtype)
+        if device == "cuda" and transcription.get("cuda_compile"):
+            # Opt-in: a static KV cache lets torch.compile specialise the decoder step once.
+            model_obj.generation_config.cache_implementation = "static"
+            model_obj.forward = torch.compile(model_obj.forward, mode="reduce-overhead", fullgraph=False)
         load_s = time.perf_counter() - t0
         processor = WhisperProcessor.from_pretrained(str(model_dir))
         utts = load_corpus(corpus_manifest)

@@ -152,11 +152,11 @@ def set_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
 
 
 def load_fp32(model_dir: Path, device: str = "cpu") -> torch.nn.Module:
-    """The fp32 transformers model, in eval mode, safetensors only."""
+    """The fp32 transformers model, in eval mode, safetensors only, SDPA attention."""
     from transformers import WhisperForConditionalGeneration
 
     model = WhisperForConditionalGeneration.from_pretrained(
-        str(model_dir), dtype="float32", use_safetensors=True, trust_remote_code=False
+        str(model_dir), dtype="float32", use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa"
     )
     return model.eval().to(device)
 
