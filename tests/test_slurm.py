@@ -3,8 +3,9 @@
 The cluster is the real single-node loopback cluster of ``scripts/slurm-cluster.sh`` (slurmctld,
 slurmd and munged on 127.0.0.1); nothing is mocked.  These tests need that cluster up and the
 ``slurm`` extra installed (``pip install -e ".[slurm]"``); without them they are skipped, so the
-README's ``pytest`` never needs SLURM.  ``WHISPERQUANT_SLURM_TESTS=1`` (set by ``.ci/run``) turns
-those skips into failures.
+README's ``pytest`` never needs SLURM (the controller-down test only needs the extra and SLURM's
+client commands).  ``WHISPERQUANT_SLURM_TESTS=1`` (set by ``.ci/run``) turns those skips into
+failures.
 
 ``.ci/run`` brings the cluster up, runs ``pytest -m slurm``, and takes the cluster down again.
 """
@@ -264,7 +265,7 @@ def test_rule_resources_reach_sbatch(runs, default_config):
     """transcribe's threads, mem_mb and runtime arrive as --cpus-per-task, --mem and -t, and SLURM applies them."""
     run = runs["slurm_run"]
     declared = _declared(_job_blocks(runs["local_run"].out, "transcribe")[0])
-    assert declared["threads"] == small_config(default_config, Path())["transcription"]["threads"] == 2
+    assert declared["threads"] == small_config(default_config, Path())["transcription"]["threads"]
     calls = [c for c in SBATCH.findall(run.out) if "--comment rule_transcribe_" in c]
     assert len(calls) == 2, f"expected the two transcribe sbatch calls {_tail(run)}"
     for call in calls:
