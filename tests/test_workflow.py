@@ -6,17 +6,16 @@ import json
 
 import pandas as pd
 import pytest
-from workflow_utils import planned_jobs, small_config, snakemake, write_config
+from workflow_utils import finished_run as shared_run
+from workflow_utils import planned_jobs, small_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, default_config, download_cache):
-    work = tmp_path_factory.mktemp("e2e")
-    write_config(work, small_config(default_config, download_cache))
-    snakemake(work, "--cores", "2")
-    return work
+    # The same small run the reliability tests use, made once per session.
+    return shared_run(tmp_path_factory, small_config(default_config, download_cache))
 
 
 def test_summary_has_real_rows(finished_run):
