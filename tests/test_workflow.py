@@ -52,3 +52,27 @@ def test_report_files(finished_run):
 
 def test_rerun_plans_nothing(finished_run):
     assert planned_jobs(finished_run) == {}
+
+
+def test_noisy_corpus_and_calibrated_scheme(tmp_path, default_config, download_cache):
+    """A derived (noisy) corpus and a static scheme that needs the calibration corpus."""
+    from workflow_utils import snakemake, write_config
+
+    cfg = small_config(default_config, download_cache, schemes={
+        "fp32": {"library": "fp32"},
+        "torch-static-int8": {"library": "pytorch", "mode": "static", "observer": "histogram"},
+    })
+    cfg["corpora"]["clean"]["ids"] = ["librispeech-61-70968-0000"]
+    cfg["corpora"]["noisy"] = {"source": "noisy", "from": "clean", "snr_db": 5, "seed": 1}
+    cfg["calibration"]["utterances"] = 1
+    cfg["grid"]["corpora"] = ["noisy"]
+    write_config(tmp_path, cfg)
+    snakemake(tmp_path, "--cores", "2")
+    df = pd.read_csv(tmp_path / "results" / "report" / "summary.csv")
+    assert set(df.scheme) == {"fp32", "torch-static-int8"} and set(df.corpus) == {"noisy"}
+    assert (df.status == "ok").all(), df[["scheme", "status", "reason"]]
+    cell = json.loads((tmp_path / "results/quantized/tiny.en/torch-static-int8/cell.json").read_text())
+    from whisperquant.embedded import utterance_ids
+
+    assert len(cell["calibration_utterances"]) == 1
+    assert cell["calibration_utterances"][0] in utterance_ids("calibration")

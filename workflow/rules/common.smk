@@ -55,15 +55,16 @@ def needs_calibration(scheme):
 
 
 def calibration_input(wildcards):
+    # Lists, so the script always sees a list-like input (a bare string would index by character).
     if needs_calibration(wildcards.scheme):
-        return f"{RESOURCES}/corpora/{CALIBRATION['corpus']}/manifest.tsv"
+        return [f"{RESOURCES}/corpora/{CALIBRATION['corpus']}/manifest.tsv"]
     return []
 
 
 def corpus_source_input(wildcards):
     spec = config["corpora"][wildcards.corpus]
     if spec["source"] == "noisy":
-        return f"{RESOURCES}/corpora/{spec['from']}/manifest.tsv"
+        return [f"{RESOURCES}/corpora/{spec['from']}/manifest.tsv"]
     return []
 
 
