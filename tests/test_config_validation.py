@@ -80,7 +80,7 @@ CASES = [
     ("noisy-from-noisy", _set("corpora/noisier", {"source": "noisy", "from": "noisy", "snr_db": 0, "seed": 1}),
      "corpora.noisier.from", ["itself a noisy corpus", "clean one"]),
     ("static-without-calibration", _all(_set("schemes/static", STATIC), _set("calibration", {})),
-     "calibration.corpus", ["schemes.static", "set: calibration"]),
+     "calibration.corpus", ["needs a calibration set", "set: calibration"]),
     ("calibration-unknown-corpus", _set("calibration/corpus", "nope"), "calibration.corpus",
      ["unknown corpus", "clean, noisy, calibration"]),
     ("calibration-is-evaluation", _all(_set("schemes/static", STATIC),
@@ -148,6 +148,8 @@ def test_schema_fills_defaults(default_config):
 @pytest.mark.parametrize(("mutate", "key", "valid"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_invalid_config_names_the_key(default_config, mutate, key, valid):
     cfg = copy.deepcopy(default_config)
+    # The cases address one grid block (`grid.<key>`); the default config lists several.
+    cfg["grid"] = {"models": ["tiny.en", "base"], "schemes": "all", "devices": ["cpu"], "corpora": ["clean", "noisy"]}
     mutate(cfg)
     with pytest.raises(ConfigError) as err:
         _check(cfg)
@@ -196,3 +198,15 @@ def test_snakemake_refuses_before_building_the_dag(tmp_path, default_config, dow
         assert f"invalid configuration: {key}: " in out, out[-3000:]
         assert "Building DAG" not in out
         assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
+
+
+def test_grid_block_lists_name_the_block(default_config):
+    cfg = copy.deepcopy(default_config)
+    assert isinstance(cfg["grid"], list)
+    cfg["grid"][1]["schemes"] = ["fp32", "int3"]
+    with pytest.raises(ConfigError, match=r"^grid\[1\]\.schemes\[1\]: unknown scheme 'int3'"):
+        _check(cfg)
+    cfg = copy.deepcopy(default_config)
+    cfg["grid"][2]["devices"] = ["tpu"]
+    with pytest.raises(ConfigError, match=r"^grid\[2\]\.devices\[0\]: 'tpu' is not valid"):
+        _check(cfg)
