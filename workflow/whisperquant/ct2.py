@@ -11,7 +11,6 @@ check the round trip tensor by tensor.
 
 from __future__ import annotations
 
-import json
 import re
 import struct
 from collections.abc import Iterable
@@ -326,6 +325,3 @@ def generation_config_dict(ct2_config: dict, tokenizer: dict) -> dict:
         gen["forced_decoder_ids"] = None
     return gen
 
-
-def write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -121,7 +121,7 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
                  log_file: str | Path) -> None:
     """Quantise, save and size one (model, scheme); a library failure becomes a failed record."""
     from .backends import get_backend
-    from .backends.base import calibration_features, load_fp32, target_linears
+    from .backends.base import calibration_features, linear_names
     from .sizes import artifact_sizes
 
     out_dir = Path(out_dir)
@@ -153,7 +153,7 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
         log.error("quantisation failed: %s\n%s", e, traceback.format_exc())
         record.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500], log=str(log_file))
     else:
-        names = target_linears(load_fp32(Path(model_dir)), p["targets"])
+        names, _ = linear_names(Path(model_dir), p["targets"])
         record.update(status="ok", quantized_modules=len(names), **artifact_sizes(tmp, names))
     write_json(tmp / "cell.json", record)
     if out_dir.exists():

@@ -161,9 +161,23 @@ def load_fp32(model_dir: Path, device: str = "cpu") -> torch.nn.Module:
     return model.eval().to(device)
 
 
-def empty_model(model_dir: Path) -> torch.nn.Module:
-    """The fp32 architecture from config.json (weights to be overwritten by a loader)."""
-    return load_fp32(model_dir)
+def architecture(model_dir: Path) -> torch.nn.Module:
+    """The model's module tree from config.json on the meta device: names and types, no weights."""
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    with torch.device("meta"):
+        return WhisperForConditionalGeneration(WhisperConfig.from_pretrained(str(model_dir)))
+
+
+def linear_names(model_dir: Path, pattern: str) -> tuple[list[str], list[str]]:
+    """(Linears matching ``pattern``, the other Linears), read without loading any weight."""
+    import torch
+
+    model = architecture(model_dir)
+    targets = target_linears(model, pattern)
+    others = sorted(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n not in targets)
+    return targets, others
 
 
 def write_params(out_dir: Path, library: str, params: dict, extra: dict | None = None) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Backend, SchemeError, load_fp32, register, target_linears, write_params
+from .base import Backend, SchemeError, linear_names, register, write_params
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -67,10 +67,7 @@ class BitsAndBytes(Backend):
     def _config(self, model_dir: Path, params: dict):
         from transformers import BitsAndBytesConfig
 
-        fp32 = load_fp32(model_dir)
-        targets = set(target_linears(fp32, params["targets"]))
-        skip = sorted(n for n, m in fp32.named_modules() if isinstance(m, torch.nn.Linear) and n not in targets)
-        del fp32
+        _, skip = linear_names(model_dir, params["targets"])
         if params["quant_type"] == "int8":
             return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=params["threshold"],
                                       llm_int8_skip_modules=skip)
