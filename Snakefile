@@ -1,6 +1,7 @@
 # whisperquant: post-training quantisation of Whisper, from checkpoint to WER report.
 #   snakemake --cores all                          # the default (offline) grid
 #   snakemake --cores all --configfile config/paper.yaml   # the study's own setup
+#   snakemake --cores 2 --directory .test          # the CI test grid (.test/config/config.yaml)
 
 
 from snakemake.utils import min_version
@@ -9,6 +10,9 @@ min_version("9.0")
 
 
 configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

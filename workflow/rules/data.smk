@@ -6,15 +6,15 @@ rule build_corpus:
         source=corpus_source_input,
     output:
         f"{RESOURCES}/corpora/{{corpus}}/manifest.tsv",
-    params:
-        code=code_digest("corpus"),
-        spec=lambda wc: config["corpora"][wc.corpus],
     log:
         f"{LOGS}/corpora/{{corpus}}.log",
+    conda:
+        "../../envs/data.yaml"
     resources:
         mem_mb=2000,
         runtime=60,
-    conda:
-        "../../envs/data.yaml"
+    params:
+        code=code_digest("corpus"),
+        spec=lambda wc: config["corpora"][wc.corpus],
     script:
         "../scripts/build_corpus.py"

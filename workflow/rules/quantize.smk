@@ -7,17 +7,17 @@ rule quantize:
         calibration=calibration_input,
     output:
         directory(f"{RESULTS}/quantized/{{model}}/{{scheme}}"),
-    params:
-        code=code_digest("quantize"),
-        scheme=scheme_params,
-        calibration_utterances=lambda wc: CALIBRATION["utterances"] if needs_calibration(wc.scheme) else 0,
     log:
         f"{LOGS}/quantize/{{model}}/{{scheme}}.log",
+    conda:
+        "../../envs/quantize.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc: model_mem_mb(wc.model, 2.0),
         runtime=60,
-    conda:
-        "../../envs/quantize.yaml"
+    params:
+        code=code_digest("quantize"),
+        scheme=scheme_params,
+        calibration_utterances=lambda wc: CALIBRATION["utterances"] if needs_calibration(wc.scheme) else 0,
     script:
         "../scripts/quantize.py"

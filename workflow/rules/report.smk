@@ -32,17 +32,17 @@ rule aggregate:
             category="Plots",
             labels={"figure": "{name}"},
         ),
+    log:
+        f"{LOGS}/report/aggregate.log",
+    conda:
+        "../../envs/report.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=20,
     params:
         code=code_digest("report"),
         cells=cell_records(),
         unsupported=unsupported_records(),
         report=config["report"],
-    log:
-        f"{LOGS}/report/aggregate.log",
-    resources:
-        mem_mb=2000,
-        runtime=20,
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/aggregate.py"

@@ -9,14 +9,14 @@ rule score:
     output:
         score=f"{RESULTS}/scores/{{model}}/{{scheme}}/{{device}}/{{corpus}}.json",
         utts=f"{RESULTS}/scores/{{model}}/{{scheme}}/{{device}}/{{corpus}}.utts.tsv",
-    params:
-        code=code_digest("score"),
     log:
         f"{LOGS}/score/{{model}}/{{scheme}}/{{device}}/{{corpus}}.log",
+    conda:
+        "../../envs/quantize.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../../envs/quantize.yaml"
+    params:
+        code=code_digest("score"),
     script:
         "../scripts/score.py"

@@ -9,18 +9,18 @@ rule transcribe:
     output:
         transcript=f"{RESULTS}/transcripts/{{model}}/{{scheme}}/{{device}}/{{corpus}}.jsonl",
         timing=f"{RESULTS}/transcripts/{{model}}/{{scheme}}/{{device}}/{{corpus}}.timing.json",
-    params:
-        code=code_digest("transcribe"),
-        scheme=scheme_params,
-        transcription=lambda wc: transcription_params(config, wc.device),
     log:
         f"{LOGS}/transcribe/{{model}}/{{scheme}}/{{device}}/{{corpus}}.log",
+    conda:
+        "../../envs/quantize.yaml"
     threads: TRANSCRIPTION["threads"]
     resources:
         mem_mb=lambda wc: model_mem_mb(wc.model, 1.5),
         runtime=config["resources_per_rule"]["runtime_minutes"],
         gpu=lambda wc: 1 if wc.device == "cuda" else 0,
-    conda:
-        "../../envs/quantize.yaml"
+    params:
+        code=code_digest("transcribe"),
+        scheme=scheme_params,
+        transcription=lambda wc: transcription_params(config, wc.device),
     script:
         "../scripts/transcribe.py"
