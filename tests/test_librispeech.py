@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from whisperquant import librispeech as ls
-from whisperquant.audio import AudioError
-from whisperquant.fetch import FetchError
+from whisperquant.data.audio import AudioError
+from whisperquant.data.fetch import FetchError
+from whisperquant.data.sources import librispeech as ls
 
 FIX = Path(__file__).parent / "fixtures" / "librispeech"
 TARBALL = FIX / "test-clean.tar.gz"

@@ -56,7 +56,7 @@ def test_paper_dag_builds_offline():
 
 @pytest.fixture(scope="module")
 def two_sources(tmp_path_factory):
-    from whisperquant.librispeech import build_corpus, compare_manifests
+    from whisperquant.data.sources.librispeech import build_corpus, compare_manifests
 
     root = tmp_path_factory.mktemp("ls")
     hf = build_corpus({"source": "librispeech", "loader": "hf", "split": "test-clean",

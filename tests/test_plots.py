@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from whisperquant.plots import plot_clean_vs_noisy, plot_size_vs_wer, plot_speed_vs_wer, plot_wer_vs_bits
+from whisperquant.report.plots import plot_clean_vs_noisy, plot_size_vs_wer, plot_speed_vs_wer, plot_wer_vs_bits
 
 SCHEMES = [
     ("fp32", "fp32", np.nan),

@@ -21,8 +21,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from whisperquant.audio import write_wav
-from whisperquant.transcribe import Utterance, transcribe_corpus
+from whisperquant.data.audio import write_wav
+from whisperquant.evaluate.transcribe import Utterance, transcribe_corpus
 from workflow_utils import REPO, copy_run, finished_run, planned_jobs, small_config, snakemake, write_config
 
 CLIPS = ["librispeech-61-70968-0000", "librivox-0880", "librivox-0930"]  # 4.9 s, 3.0 s, 3.3 s
@@ -142,8 +142,8 @@ def test_unusable_partial_starts_over(utts, tmp_path, reference, header):
 
 
 def test_score_refuses_a_partial_transcript(tmp_path):
-    from whisperquant.manifest import Row, write_manifest
-    from whisperquant.pipeline import score_job
+    from whisperquant.data.manifest import Row, write_manifest
+    from whisperquant.jobs import score_job
 
     rows = [Row(f"u{i}", f"wav/u{i}.wav", "1.000", f"word {i}", "0" * 64) for i in range(3)]
     manifest = write_manifest(tmp_path, rows)
@@ -185,7 +185,7 @@ def _complete_batches(partial: Path) -> int:
 @pytest.mark.slow
 def test_killed_transcription_resumes_without_redoing_batches(tmp_path_factory, default_config, download_cache):
     from whisperquant.config import check_config, validate_schema
-    from whisperquant.pipeline import transcribe_job
+    from whisperquant.jobs import transcribe_job
 
     base = small_config(default_config, download_cache)
     work = copy_run(finished_run(tmp_path_factory, base), tmp_path_factory.mktemp("resume") / "run")

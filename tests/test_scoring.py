@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from whisperquant.scoring import ZERO, corpus_errors, normalize, score_pair, spelling_map, word_errors
+from whisperquant.evaluate.scoring import ZERO, corpus_errors, normalize, score_pair, spelling_map, word_errors
 
 
 def test_spelling_map_is_whispers():

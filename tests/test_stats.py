@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from whisperquant.stats import PairedResult, bootstrap_wer_ci, paired_bootstrap_delta, pareto_frontier
-from whisperquant.tables import STAT_COLUMNS, add_statistics, read_utt_scores, sort_summary, summary_markdown
+from whisperquant.evaluate.stats import PairedResult, bootstrap_wer_ci, paired_bootstrap_delta, pareto_frontier
+from whisperquant.report.tables import STAT_COLUMNS, add_statistics, read_utt_scores, sort_summary, summary_markdown
 
 # --------------------------------------------------------------------------- bootstrap
 
@@ -53,7 +53,7 @@ def test_bootstrap_ci_brackets_point_estimate_and_edge_cases():
 
 def test_bootstrap_chunking_handles_large_corpora(monkeypatch):
     """Resamples are drawn in chunks; results must be finite and identical across calls."""
-    import whisperquant.stats as st
+    import whisperquant.evaluate.stats as st
 
     monkeypatch.setattr(st, "_MAX_CHUNK_ELEMENTS", 1000)  # forces ~5 resamples per chunk
     rng = np.random.default_rng(3)

@@ -48,7 +48,7 @@ def scheme_params(wildcards):
 
 
 def needs_calibration(scheme):
-    from whisperquant.backends import get_backend
+    from whisperquant.quantize import get_backend
 
     params = {k: v for k, v in SCHEMES[scheme].items() if k != "library"}
     return get_backend(SCHEMES[scheme]["library"]).needs_calibration(params)
@@ -63,7 +63,7 @@ def calibration_input(wildcards):
 
 def corpus_source_input(wildcards):
     spec = config["corpora"][wildcards.corpus]
-    if spec["source"] == "noisy":
+    if "from" in spec:  # a derived corpus (e.g. noisy) needs the manifest of its source
         return [f"{RESOURCES}/corpora/{spec['from']}/manifest.tsv"]
     return []
 
@@ -91,7 +91,7 @@ def cell_records():
 
 
 def unsupported_records():
-    from whisperquant.backends import get_backend
+    from whisperquant.quantize import get_backend
 
     rows = []
     for c, reason in UNSUPPORTED.items():

@@ -1,6 +1,6 @@
 import _bootstrap  # noqa: F401
-from whisperquant.aggregate import write_report
-from whisperquant.pipeline import setup_logging
+from whisperquant.jobs import setup_logging
+from whisperquant.report.aggregate import write_report
 
 setup_logging(snakemake.log[0])
 report = snakemake.params.report

@@ -1,6 +1,6 @@
 import _bootstrap  # noqa: F401
 from whisperquant.config import downloads_dir
-from whisperquant.pipeline import build_corpus_job, setup_logging
+from whisperquant.jobs import build_corpus_job, setup_logging
 
 setup_logging(snakemake.log[0])
 build_corpus_job(

@@ -1,5 +1,5 @@
 import _bootstrap  # noqa: F401
-from whisperquant.pipeline import quantize_job, set_threads, setup_logging
+from whisperquant.jobs import quantize_job, set_threads, setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)

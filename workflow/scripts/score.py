@@ -1,5 +1,5 @@
 import _bootstrap  # noqa: F401
-from whisperquant.pipeline import score_job, setup_logging
+from whisperquant.jobs import score_job, setup_logging
 
 setup_logging(snakemake.log[0])
 score_job(

@@ -1,5 +1,5 @@
 import _bootstrap  # noqa: F401
-from whisperquant.pipeline import setup_logging, transcribe_job
+from whisperquant.jobs import setup_logging, transcribe_job
 
 setup_logging(snakemake.log[0])
 transcribe_job(

@@ -110,7 +110,7 @@ def _with_defaults(cls):
 
 def resolve_schemes(config: dict) -> dict[str, dict]:
     """Each scheme's full parameters (backend defaults filled), validated by its backend."""
-    from .backends import SchemeError, get_backend
+    from .quantize import SchemeError, get_backend
 
     out = {}
     for name, spec in config["schemes"].items():
@@ -132,7 +132,7 @@ def resolve_schemes(config: dict) -> dict[str, dict]:
 
 def check_config(config: dict) -> dict[str, dict]:
     """Cross-field checks; returns the resolved schemes."""
-    from .backends import SchemeError, get_backend
+    from .quantize import SchemeError, get_backend
 
     schemes = resolve_schemes(config)
     models, corpora = config["models"], config["corpora"]
@@ -293,7 +293,7 @@ def grid_corpora(config: dict) -> list[str]:
 
 def cells(config: dict, schemes: dict[str, dict]) -> tuple[list[Cell], dict[Cell, str]]:
     """(runnable cells, unsupported cells with their reason), decided before any work runs."""
-    from .backends import get_backend
+    from .quantize import get_backend
 
     runnable, unsupported = [], {}
     seen = set()
@@ -314,15 +314,17 @@ def cells(config: dict, schemes: dict[str, dict]) -> tuple[list[Cell], dict[Cell
 
 PACKAGE = Path(__file__).resolve().parent
 
-#: The package modules each stage runs: a change to one of them reruns that stage
+#: The package sources each stage runs: a change to one of them reruns that stage
 #: (Snakemake compares this digest, passed as a rule parameter) and nothing else.
+#: Folders count with every ``.py`` file below them.
 STAGE_CODE = {
-    "model": ("ct2.py", "models.py", "fetch.py"),
-    "corpus": ("embedded.py", "librispeech.py", "manifest.py", "audio.py", "fetch.py", "data/embedded_corpus.yaml"),
-    "quantize": ("backends", "sizes.py", "pipeline.py", "audio.py"),
-    "transcribe": ("backends", "transcribe.py", "pipeline.py", "audio.py"),
-    "score": ("scoring.py", "pipeline.py"),
-    "report": ("aggregate.py", "tables.py", "stats.py", "plots.py"),
+    "model": ("models", "data/fetch.py", "records.py"),
+    "corpus": ("data", "records.py"),
+    "quantize": ("quantize", "jobs.py", "records.py", "data/audio.py", "data/manifest.py", "evaluate/transcribe.py"),
+    "transcribe": ("quantize", "evaluate/transcribe.py", "jobs.py", "records.py", "data/audio.py",
+                   "data/manifest.py"),
+    "score": ("evaluate/scoring.py", "jobs.py", "records.py", "data/manifest.py"),
+    "report": ("report", "evaluate/stats.py", "records.py"),
 }
 
 
@@ -333,7 +335,7 @@ def code_digest(stage: str) -> str:
     h = hashlib.sha256()
     for entry in STAGE_CODE[stage]:
         path = PACKAGE / entry
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        files = sorted([*path.rglob("*.py"), *path.glob("*.yaml"), *path.glob("*.csv")]) if path.is_dir() else [path]
         for f in files:
             h.update(str(f.relative_to(PACKAGE)).encode())
             h.update(f.read_bytes())

@@ -27,7 +27,7 @@ METRICS = {
 
 
 def reference() -> pd.DataFrame:
-    text = resources.files("whisperquant").joinpath("data/study_reference.csv").read_text(encoding="utf-8")
+    text = resources.files("whisperquant.report").joinpath("study_reference.csv").read_text(encoding="utf-8")
     from io import StringIO
 
     return pd.read_csv(StringIO(text), dtype={"corpus": str}, keep_default_na=False)

@@ -18,20 +18,9 @@ import time
 import traceback
 from pathlib import Path
 
+from .records import read_json, write_json, write_text
+
 log = logging.getLogger("whisperquant")
-
-
-def write_json(path: str | Path, obj: dict) -> None:
-    """Atomic JSON write (temp file in the same directory + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 class _Tee:
@@ -77,7 +66,7 @@ def set_threads(threads: int) -> None:
 
 
 def import_model_job(name: str, spec: dict, out_dir: str | Path, cache_dir: str | Path) -> None:
-    from .models import import_model
+    from .models.importers import import_model
 
     out = import_model(name, spec, out_dir, cache_dir)
     dims = spec.get("dims") or {}
@@ -94,23 +83,10 @@ def import_model_job(name: str, spec: dict, out_dir: str | Path, cache_dir: str 
 
 def build_corpus_job(name: str, spec: dict, out_manifest: str | Path, cache_dir: str | Path,
                      source_manifest: str | Path | None = None) -> None:
-    out_dir = Path(out_manifest).parent
-    source = spec["source"]
-    if source == "embedded":
-        from .embedded import build_embedded
+    """Build corpus ``name`` with the module of its source (:mod:`whisperquant.data.sources`)."""
+    from .data import sources
 
-        build_embedded(out_dir, cache_dir, spec["set"], spec.get("limit"), spec.get("ids"))
-    elif source == "noisy":
-        from .embedded import build_noisy
-
-        build_noisy(Path(source_manifest).parent, out_dir, spec["snr_db"], spec["seed"])
-    elif source == "librispeech":
-        from .librispeech import build_corpus
-
-        build_corpus(spec, out_dir, download_dir=Path(cache_dir) / "librispeech",
-                     hf_cache_dir=Path(cache_dir) / "hf", calibration=spec.get("split", "").startswith("dev"))
-    else:  # the schema forbids this; kept for direct callers
-        raise ValueError(f"corpora.{name}.source: unknown source {source!r}")
+    sources.build(name, spec, Path(out_manifest).parent, cache_dir, source_manifest)
 
 
 # --------------------------------------------------------------------------- quantize
@@ -120,9 +96,9 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
                  calibration_manifest: str | Path | None, calibration_utterances: int,
                  log_file: str | Path) -> None:
     """Quantise, save and size one (model, scheme); a library failure becomes a failed record."""
-    from .backends import get_backend
-    from .backends.base import calibration_features, linear_names
-    from .sizes import artifact_sizes
+    from .quantize import get_backend
+    from .quantize.base import linear_names
+    from .quantize.sizes import artifact_sizes
 
     out_dir = Path(out_dir)
     library = params["library"]
@@ -137,8 +113,9 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     if backend.needs_calibration(p):
         from transformers import WhisperProcessor
 
-        from .audio import load_audio
-        from .transcribe import load_corpus
+        from .data.audio import load_audio
+        from .evaluate.transcribe import load_corpus
+        from .quantize.calibration import calibration_features
 
         utts = load_corpus(calibration_manifest)[:calibration_utterances]
         processor = WhisperProcessor.from_pretrained(str(model_dir))
@@ -172,8 +149,8 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
     import torch
     from transformers import WhisperProcessor
 
-    from .backends import get_backend
-    from .transcribe import fingerprint, generate_kwargs_for, load_corpus, transcribe_corpus
+    from .evaluate.transcribe import fingerprint, generate_kwargs_for, load_corpus, transcribe_corpus
+    from .quantize import get_backend
 
     set_threads(threads)
     qrec = read_json(Path(artifact_dir) / "cell.json")
@@ -211,7 +188,7 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
         timing = transcribe_corpus(model_obj, processor, utts, out_jsonl, batch_size=transcription["batch_size"],
                                    generate_kwargs=gen, device=device, dtype=dtype, fp=fp)
     except (RuntimeError, NotImplementedError, ValueError, TypeError, AttributeError) as e:
-        from .audio import AudioError
+        from .data.audio import AudioError
 
         if isinstance(e, AudioError):
             raise  # bad input is not a property of the scheme: stop and name it
@@ -231,12 +208,12 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
 def score_job(transcript: str | Path, timing: str | Path, manifest: str | Path, out_json: str | Path,
               out_tsv: str | Path) -> None:
     """Per-utterance word errors and the corpus WER (errors / reference words)."""
-    from .manifest import read_manifest
-    from .scoring import ZERO, score_pair
+    from .data.manifest import read_manifest
+    from .evaluate.scoring import ZERO, score_pair
 
     t = read_json(timing)
     if t.get("status") != "ok":
-        Path(out_tsv).write_text("id\tref_words\tsubstitutions\tdeletions\tinsertions\thits\terrors\n")
+        write_text(out_tsv, "id\tref_words\tsubstitutions\tdeletions\tinsertions\thits\terrors\n")
         write_json(out_json, {"status": t.get("status", "failed"), "reason": t.get("reason"), "log": t.get("log")})
         return
     rows = [json.loads(line) for line in Path(transcript).read_text(encoding="utf-8").split("\n") if line]
@@ -255,7 +232,5 @@ def score_job(transcript: str | Path, timing: str | Path, manifest: str | Path, 
         total = total + e
         lines.append("\t".join(map(str, (r["id"], e.ref_words, e.substitutions, e.deletions, e.insertions,
                                          e.hits, e.errors))))
-    tmp = Path(out_tsv).with_name(Path(out_tsv).name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, out_tsv)
+    write_text(out_tsv, "\n".join(lines) + "\n")
     write_json(out_json, {"status": "ok", "n_utts": len(rows), **total.asdict()})

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .audio import SAMPLE_RATE, AudioError, decode_bytes, mix_noise, to_mono_16k
-from .fetch import Artifact, FetchError, fetch, read_member
-from .manifest import materialise, read_manifest
+from ..audio import AudioError, decode_bytes, to_mono_16k
+from ..fetch import Artifact, FetchError, fetch, read_member
+from ..manifest import materialise
 
 EMBEDDED_SETS = ("eval", "calibration")
 
@@ -40,8 +40,13 @@ EMBEDDED_SETS = ("eval", "calibration")
 @cache
 def definition() -> dict:
     """The committed embedded corpus definition (artifacts + utterances)."""
-    text = resources.files("whisperquant").joinpath("data/embedded_corpus.yaml").read_text(encoding="utf-8")
+    text = resources.files("whisperquant.data").joinpath("embedded_corpus.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
+
+
+def build(name: str, spec: dict, out_dir: Path, cache_dir: Path, upstream: Path | None = None) -> Path:
+    """Corpus source ``embedded``: a subset (``set``, ``limit``, ``ids``) of the committed definition."""
+    return build_embedded(out_dir, cache_dir, spec["set"], spec.get("limit"), spec.get("ids"))
 
 
 def utterance_ids(subset: str, limit: int | None = None, ids: list[str] | None = None) -> list[str]:
@@ -91,29 +96,6 @@ def build_embedded(out_dir: str | Path, cache_dir: str | Path, subset: str = "ev
         return load
 
     return materialise(((u["id"], u["reference"], loader(u)) for u in utts), out_dir)
-
-
-def utterance_seed(base_seed: int, utt_id: str) -> int:
-    """A per-utterance seed that does not depend on corpus order or size."""
-    return int.from_bytes(hashlib.sha256(f"{base_seed}:{utt_id}".encode()).digest()[:8], "little")
-
-
-def build_noisy(source_dir: str | Path, out_dir: str | Path, snr_db: float, seed: int) -> Path:
-    """The noisy condition: white Gaussian noise at ``snr_db`` with a per-utterance seed."""
-    import soundfile as sf
-
-    source_dir = Path(source_dir)
-    rows = read_manifest(source_dir)
-
-    def loader(row):
-        def load() -> np.ndarray:
-            samples, rate = sf.read(str(source_dir / row.audio), dtype="float32")
-            if rate != SAMPLE_RATE:
-                raise AudioError(f"utterance {row.id}: {row.audio} is {rate} Hz, expected {SAMPLE_RATE}")
-            return mix_noise(samples, snr_db, utterance_seed(seed, row.id))
-        return load
-
-    return materialise(((r.id, r.reference, loader(r)) for r in rows), out_dir)
 
 
 # --------------------------------------------------------------------------- curation

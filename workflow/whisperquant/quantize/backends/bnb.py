@@ -26,20 +26,18 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import torch
+from ..base import Backend, linear_names, write_params
+from ..registry import SchemeError
 
-from .base import Backend, SchemeError, linear_names, register, write_params
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = ("float32", "float16", "bfloat16")
 
 
-@register
 class BitsAndBytes(Backend):
     library = "bnb"
     parameters = {
         "quant_type": (("int8", "nf4", "fp4"), "nf4"),
         "double_quant": (bool, False),
-        "compute_dtype": (tuple(_DTYPES), "float32"),
+        "compute_dtype": (_DTYPES, "float32"),
         "threshold": (float, 6.0),
     }
     devices = ("cpu", "cuda")
@@ -65,6 +63,7 @@ class BitsAndBytes(Backend):
                 f"compute {params['compute_dtype']}")
 
     def _config(self, model_dir: Path, params: dict):
+        import torch
         from transformers import BitsAndBytesConfig
 
         _, skip = linear_names(model_dir, params["targets"])
@@ -73,7 +72,7 @@ class BitsAndBytes(Backend):
                                       llm_int8_skip_modules=skip)
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=params["quant_type"],
                                   bnb_4bit_use_double_quant=params["double_quant"],
-                                  bnb_4bit_compute_dtype=_DTYPES[params["compute_dtype"]],
+                                  bnb_4bit_compute_dtype=getattr(torch, params["compute_dtype"]),
                                   llm_int8_skip_modules=skip)
 
     def quantize(self, base_model_dir, params, calibration=None, device: str = "cpu"):
@@ -98,7 +97,7 @@ class BitsAndBytes(Backend):
         return _honour_compute_dtype(model, params)
 
 
-def _honour_compute_dtype(model: torch.nn.Module, params: dict) -> torch.nn.Module:
+def _honour_compute_dtype(model, params: dict):
     """Use bitsandbytes' fused bf16 CPU kernel only when the scheme asks for bfloat16 compute."""
     if params["quant_type"] != "int8":
         fused = params["compute_dtype"] == "bfloat16"

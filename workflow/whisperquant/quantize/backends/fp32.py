@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from .base import Backend, load_fp32, register
+from ..base import Backend, load_fp32
 
 
-@register
 class FP32(Backend):
     library = "fp32"
     devices = ("cpu", "cuda")
@@ -20,7 +17,7 @@ class FP32(Backend):
     def quantize_model(self, model, params, calibration=None):
         return model
 
-    def save(self, model: torch.nn.Module, params: dict, out_dir: Path) -> None:
+    def save(self, model, params: dict, out_dir: Path) -> None:
         model.save_pretrained(out_dir, safe_serialization=True)
 
     def load(self, base_model_dir, params, artifact_dir, device):

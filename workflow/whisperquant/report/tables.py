@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .stats import bootstrap_wer_ci, paired_bootstrap_delta, pareto_frontier
+from ..evaluate.stats import bootstrap_wer_ci, paired_bootstrap_delta, pareto_frontier
 
 __all__ = [
     "LIBRARY_ORDER",

@@ -40,49 +40,33 @@ the activation scale/zero point of each layer.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from .base import Backend, load_fp32, register, set_module, target_linears, write_params
-from .serialization import float_state, load_float_state, load_tensors, save_tensors
-
-try:  # torch.ao.quantization is deprecated in favour of torchao, but still the reference.
-    from torch.ao.nn.quantized import Linear as StaticQLinear
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicQLinear
-    from torch.ao.quantization import (
-        DeQuantStub,
-        QConfig,
-        QuantStub,
-        convert,
-        default_dynamic_qconfig,
-        per_channel_dynamic_qconfig,
-        prepare,
-        quantize_dynamic,
-    )
-    from torch.ao.quantization.observer import (
-        HistogramObserver,
-        MinMaxObserver,
-        PerChannelMinMaxObserver,
-    )
-except ImportError:  # pragma: no cover - future torch without torch.ao
-    quantize_dynamic = None
+from ..base import set_module, target_linears
+from ..calibration import run_calibration
+from ..linear_swap import LinearSwapBackend
 
 
-class _Static(nn.Module):
-    """QuantStub -> quantised Linear -> DeQuantStub around one Linear."""
+@cache
+def _static_wrapper():
+    """``QuantStub -> Linear -> DeQuantStub`` around one Linear (a class made on first use: torch is lazy)."""
+    import torch
+    from torch.ao.quantization import DeQuantStub, QuantStub
 
-    def __init__(self, linear: nn.Module) -> None:
-        super().__init__()
-        self.quant = QuantStub()
-        self.linear = linear
-        self.dequant = DeQuantStub()
+    class _Static(torch.nn.Module):
+        def __init__(self, linear: torch.nn.Module) -> None:
+            super().__init__()
+            self.quant = QuantStub()
+            self.linear = linear
+            self.dequant = DeQuantStub()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        y = self.linear(self.quant(x.reshape(-1, shape[-1])))
-        return self.dequant(y).reshape(*shape[:-1], -1)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shape = x.shape
+            y = self.linear(self.quant(x.reshape(-1, shape[-1])))
+            return self.dequant(y).reshape(*shape[:-1], -1)
+
+    return _Static
 
 
 def _x86_without_vnni() -> bool:
@@ -102,12 +86,13 @@ def _x86_without_vnni() -> bool:
 
 
 def _engine() -> None:
+    import torch
+
     engines = torch.backends.quantized.supported_engines
     torch.backends.quantized.engine = "x86" if "x86" in engines else "fbgemm" if "fbgemm" in engines else engines[-1]
 
 
-@register
-class PyTorch(Backend):
+class PyTorch(LinearSwapBackend):
     library = "pytorch"
     parameters = {
         "mode": (("dynamic", "static"), "dynamic"),
@@ -141,6 +126,10 @@ class PyTorch(Backend):
         return None
 
     def _qconfig(self, params: dict):
+        import torch
+        from torch.ao.quantization import QConfig, default_dynamic_qconfig, per_channel_dynamic_qconfig
+        from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver
+
         if params["mode"] == "dynamic":
             return per_channel_dynamic_qconfig if params["granularity"] == "per_channel" else default_dynamic_qconfig
         act = HistogramObserver if params["observer"] == "histogram" else MinMaxObserver
@@ -150,18 +139,21 @@ class PyTorch(Backend):
             w = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
         return QConfig(activation=act.with_args(reduce_range=params["reduce_range"]), weight=w)
 
-    def _structure(self, model: nn.Module, params: dict) -> list[str]:
+    def _structure(self, model, params: dict) -> list[str]:
         """Swap target Linears for (unconverted) wrappers; returns their names."""
         names = target_linears(model, params["targets"])
         if params["mode"] == "static":
             qconfig = self._qconfig(params)
             for n in names:
-                w = _Static(model.get_submodule(n))
+                w = _static_wrapper()(model.get_submodule(n))
                 w.qconfig = qconfig
                 set_module(model, n, w)
         return names
 
     def quantize_model(self, model, params, calibration=None):
+        import torch
+        from torch.ao.quantization import convert, prepare, quantize_dynamic
+
         _engine()
         if params["mode"] == "dynamic":
             names = target_linears(model, params["targets"])
@@ -172,67 +164,67 @@ class PyTorch(Backend):
         names = self._structure(model, params)
         for n in names:
             prepare(model.get_submodule(n), inplace=True)
-        with torch.no_grad():
-            for feats in calibration:
-                model.generate(feats, max_new_tokens=24)
+        run_calibration(model, calibration, "static quantisation")
         for n in names:
             convert(model.get_submodule(n), inplace=True)
         return model
 
-    def save(self, model, params, out_dir: Path) -> None:
-        tensors: dict[str, torch.Tensor] = {}
-        qnames = []
-        for name, mod in model.named_modules():
-            if isinstance(mod, (DynamicQLinear, StaticQLinear)):
-                w, b = mod._weight_bias()
-                key = name[: -len(".linear")] if name.endswith(".linear") else name
-                qnames.append(key)
-                tensors[f"{key}.weight_int8"] = w.int_repr()
-                if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-                    tensors[f"{key}.weight_scale"] = w.q_per_channel_scales().float()
-                    tensors[f"{key}.weight_zero_point"] = w.q_per_channel_zero_points().to(torch.int64)
-                else:
-                    tensors[f"{key}.weight_scale"] = torch.tensor([w.q_scale()], dtype=torch.float32)
-                    tensors[f"{key}.weight_zero_point"] = torch.tensor([w.q_zero_point()], dtype=torch.int64)
-                if b is not None:
-                    tensors[f"{key}.bias"] = b.detach()
-                if not isinstance(mod, DynamicQLinear):  # DynamicQLinear subclasses StaticQLinear
-                    tensors[f"{key}.act_scale"] = torch.tensor([float(mod.scale)], dtype=torch.float32)
-                    tensors[f"{key}.act_zero_point"] = torch.tensor([int(mod.zero_point)], dtype=torch.int64)
-                    parent = model.get_submodule(key)
-                    tensors[f"{key}.input_scale"] = parent.quant.scale.detach().float().reshape(1)
-                    tensors[f"{key}.input_zero_point"] = parent.quant.zero_point.detach().to(torch.int64).reshape(1)
-        tensors.update(float_state(model, qnames))
-        save_tensors(tensors, out_dir)
-        write_params(out_dir, self.library, params, {"quantized_modules": sorted(qnames)})
+    # ---- save / load: the quantised Linears' int8 weights, scales and activation qparams
+    def quantized_key(self, name, module):
+        from torch.ao.nn.quantized import Linear as StaticQLinear
+
+        if not isinstance(module, StaticQLinear):  # DynamicQLinear subclasses StaticQLinear
+            return None
+        return name[: -len(".linear")] if name.endswith(".linear") else name
+
+    def module_tensors(self, model, key, module):
+        import torch
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicQLinear
+
+        w, b = module._weight_bias()
+        t = {"weight_int8": w.int_repr()}
+        if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            t["weight_scale"] = w.q_per_channel_scales().float()
+            t["weight_zero_point"] = w.q_per_channel_zero_points().to(torch.int64)
+        else:
+            t["weight_scale"] = torch.tensor([w.q_scale()], dtype=torch.float32)
+            t["weight_zero_point"] = torch.tensor([w.q_zero_point()], dtype=torch.int64)
+        if b is not None:
+            t["bias"] = b.detach()
+        if not isinstance(module, DynamicQLinear):
+            t["act_scale"] = torch.tensor([float(module.scale)], dtype=torch.float32)
+            t["act_zero_point"] = torch.tensor([int(module.zero_point)], dtype=torch.int64)
+            parent = model.get_submodule(key)
+            t["input_scale"] = parent.quant.scale.detach().float().reshape(1)
+            t["input_zero_point"] = parent.quant.zero_point.detach().to(torch.int64).reshape(1)
+        return t
 
     def load(self, base_model_dir, params, artifact_dir, device):
         _engine()
-        model = load_fp32(base_model_dir)
-        tensors = load_tensors(artifact_dir)
-        names = target_linears(model, params["targets"])
-        for n in names:
-            lin = model.get_submodule(n)
-            scale, zp = tensors.pop(f"{n}.weight_scale"), tensors.pop(f"{n}.weight_zero_point")
-            wint = tensors.pop(f"{n}.weight_int8")
-            if scale.numel() > 1:
-                qw = torch._make_per_channel_quantized_tensor(wint, scale.double(), zp, 0)
-            else:
-                qw = torch._make_per_tensor_quantized_tensor(wint, float(scale), int(zp))
-            bias = tensors.pop(f"{n}.bias", None)
-            if params["mode"] == "dynamic":
-                q = DynamicQLinear(lin.in_features, lin.out_features, dtype=torch.qint8)
-                q.set_weight_bias(qw, bias)
-                set_module(model, n, q)
-            else:
-                q = StaticQLinear(lin.in_features, lin.out_features)
-                q.set_weight_bias(qw, bias)
-                q.scale = float(tensors.pop(f"{n}.act_scale"))
-                q.zero_point = int(tensors.pop(f"{n}.act_zero_point"))
-                w = _Static(q)
-                w.quant = torch.ao.nn.quantized.Quantize(
-                    float(tensors.pop(f"{n}.input_scale")), int(tensors.pop(f"{n}.input_zero_point")), torch.quint8)
-                w.dequant = torch.ao.nn.quantized.DeQuantize()
-                set_module(model, n, w)
-        load_float_state(model, tensors)
-        return model.eval()
+        return super().load(base_model_dir, params, artifact_dir, device)
+
+    def rebuild(self, linear, tensors, params, device):
+        import torch
+        from torch.ao.nn.quantized import DeQuantize, Quantize
+        from torch.ao.nn.quantized import Linear as StaticQLinear
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicQLinear
+
+        scale, zp = tensors.pop("weight_scale"), tensors.pop("weight_zero_point")
+        wint = tensors.pop("weight_int8")
+        if scale.numel() > 1:
+            qw = torch._make_per_channel_quantized_tensor(wint, scale.double(), zp, 0)
+        else:
+            qw = torch._make_per_tensor_quantized_tensor(wint, float(scale), int(zp))
+        bias = tensors.pop("bias", None)
+        if params["mode"] == "dynamic":
+            q = DynamicQLinear(linear.in_features, linear.out_features, dtype=torch.qint8)
+            q.set_weight_bias(qw, bias)
+            return q
+        q = StaticQLinear(linear.in_features, linear.out_features)
+        q.set_weight_bias(qw, bias)
+        q.scale = float(tensors.pop("act_scale"))
+        q.zero_point = int(tensors.pop("act_zero_point"))
+        w = _static_wrapper()(q)
+        w.quant = Quantize(float(tensors.pop("input_scale")), int(tensors.pop("input_zero_point")), torch.quint8)
+        w.dequant = DeQuantize()
+        return w

@@ -30,15 +30,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import re
 import shutil
 import sys
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -46,9 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import AudioError, decode_bytes, to_mono_16k
-from .fetch import FetchError
-from .manifest import (  # noqa: F401  (re-exported for callers of this module)
+from ..audio import AudioError, decode_bytes, to_mono_16k
+from ..fetch import FetchError, download
+from ..manifest import (  # noqa: F401  (re-exported for callers of this module)
     MANIFEST,
     MANIFEST_COLUMNS,
     Row,
@@ -480,14 +477,6 @@ def build_from_openslr(
 # ---- download
 
 
-def _md5_file(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _archive_reads(path: Path) -> str | None:
     """None if the gzip/tar archive reads to the end, else the error."""
     try:
@@ -502,13 +491,6 @@ def _archive_reads(path: Path) -> str | None:
     return None
 
 
-def _total_from_content_range(value: str | None) -> tuple[int, int | None] | None:
-    m = re.match(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", value or "")
-    if not m:
-        return None
-    return int(m.group(1)), None if m.group(3) == "*" else int(m.group(3))
-
-
 def download_openslr(
     split: str,
     dest_dir: str | Path,
@@ -519,103 +501,35 @@ def download_openslr(
 ) -> Path:
     """Download ``<split>.tar.gz`` from openslr into ``dest_dir`` and verify its published MD5.
 
-    A partial download is kept as ``<split>.tar.gz.part`` and resumed with an HTTP Range
-    request on the next call (a server that ignores Range restarts it from zero).  The
-    finished file is renamed into place only after its size and MD5 check out; an existing
-    verified file is returned without network access.  Raises :class:`FetchError` on a
-    truncated download (fewer bytes than announced, or an archive that does not read to the
-    end) and on an MD5 mismatch, naming the file and both checksums.
+    The shared resumable downloader (:func:`whisperquant.data.fetch.download`) does the
+    work; a mismatch is diagnosed as truncation when the gzip/tar archive does not read
+    to the end.
     """
     split = normalize_split(split)
     expected = (md5 or OPENSLR_MD5[split]).lower()
     if not re.fullmatch(r"[0-9a-f]{32}", expected):
         raise ValueError(f"md5 must be 32 hexadecimal digits, got {md5!r}")
     name = f"{split}.tar.gz"
-    url = f"{base_url.rstrip('/')}/{name}"
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    target = dest_dir / name
-    part = dest_dir / (name + ".part")
 
-    if target.exists():
-        if _md5_file(target) == expected:
-            return target
-        # never trust a final file that fails verification; fetch it again
-        target.unlink()
+    def diagnose(part: Path) -> str | None:
+        err = _archive_reads(part)
+        return f"the gzip/tar archive does not read to the end ({err})" if err else None
 
-    start = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": "whisperquant (urllib)", "Accept-Encoding": "identity"}
-    if start:
-        headers["Range"] = f"bytes={start}-"
-    total: int | None = None
-    try:
-        req = urllib.request.Request(url, headers=headers)
-        try:
-            resp = urllib.request.urlopen(req, timeout=timeout)
-        except urllib.error.HTTPError as e:
-            if e.code == 416 and start:
-                # the .part already holds the whole file (or more): verify it as it is
-                m = re.search(r"/(\d+)\s*$", e.headers.get("Content-Range", ""))  # "bytes */TOTAL"
-                total = int(m.group(1)) if m else None
-                e.close()
-                resp = None
-            else:
-                raise
-        if resp is not None:
-            with resp:
-                status = resp.status
-                if status == 206:
-                    cr = _total_from_content_range(resp.headers.get("Content-Range"))
-                    if cr is None or cr[0] != start:
-                        raise FetchError(
-                            f"{name}: server answered the resume request from byte {start} with "
-                            f"Content-Range {resp.headers.get('Content-Range')!r}; delete {part} and retry"
-                        )
-                    total = cr[1]
-                    mode = "ab"
-                elif status == 200:
-                    length = resp.headers.get("Content-Length")
-                    total = int(length) if length is not None else None
-                    mode, start = "wb", 0  # server ignored Range: start over
-                else:
-                    raise FetchError(f"{name}: unexpected HTTP status {status} from {url}")
-                with open(part, mode) as f:
-                    shutil.copyfileobj(resp, f, 1 << 20)
-    except FetchError:
-        raise
-    except (urllib.error.URLError, OSError) as e:
-        have = part.stat().st_size if part.exists() else 0
-        raise FetchError(
-            f"cannot download {url}: {e}. {have} bytes are kept in {part}; run again to resume, "
-            f"or place {name} (MD5 {expected}) in {dest_dir} by hand."
-        ) from e
-
-    have = part.stat().st_size if part.exists() else 0
-    if total is not None and have < total:
-        raise FetchError(
-            f"{name}: truncated download from {url}: got {have} of {total} bytes (the connection "
-            f"closed early). The partial file {part} is kept; run again to resume."
-        )
-    got = _md5_file(part)
-    if got != expected:
-        unreadable = _archive_reads(part)
-        part.unlink()
-        if unreadable:
-            raise FetchError(
-                f"{name}: the download from {url} is truncated or corrupt: the gzip/tar archive does not "
-                f"read to the end ({unreadable}); MD5 expected {expected}, got {got}. The partial file "
-                "was deleted; run again to download it afresh."
-            )
-        raise FetchError(
-            f"MD5 mismatch for {name} from {url}: expected {expected}, got {got}. The file was deleted; "
-            "run again, or use another mirror (base_url) or correct the pinned checksum if openslr's "
-            "md5sum.txt says otherwise."
-        )
-    os.replace(part, target)
-    return target
+    return download(
+        f"{base_url.rstrip('/')}/{name}", Path(dest_dir) / name, algo="md5", expected=expected, timeout=timeout,
+        diagnose=diagnose,
+        mismatch_hint="run again, or use another mirror (base_url) or correct the pinned checksum if openslr's "
+        "md5sum.txt says otherwise.",
+    )
 
 
 # --------------------------------------------------------------------------- config entry
+
+
+def build(name: str, spec: dict, out_dir: Path, cache_dir: Path, upstream: Path | None = None) -> Path:
+    """Corpus source ``librispeech``: a split from the Hub's parquet files or openslr's tarballs."""
+    return build_corpus(spec, out_dir, download_dir=Path(cache_dir) / "librispeech",
+                        hf_cache_dir=Path(cache_dir) / "hf", calibration=spec.get("split", "").startswith("dev"))
 
 
 def build_corpus(

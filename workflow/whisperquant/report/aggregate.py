@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .pipeline import read_json
+from ..records import read_json, write_text
 
 COLUMNS = [
     "model", "scheme", "library", "method", "bits", "device", "corpus", "status", "reason", "log",
@@ -75,9 +75,7 @@ def write_report(cells: list[dict], unsupported: list[dict], out_csv: str | Path
     if out_study:
         _atomic_csv(comparison, out_study)
     md += "\n## Beside the study's published figures\n\n" + study.comparison_markdown(comparison)
-    tmp = Path(out_md).with_suffix(".md.tmp")
-    tmp.write_text(md, encoding="utf-8")
-    tmp.replace(out_md)
+    write_text(out_md, md)
     plot_dir = Path(plot_dir)
     plot_dir.mkdir(parents=True, exist_ok=True)
     plots.plot_size_vs_wer(df, plot_dir / "size_vs_wer")
@@ -88,7 +86,4 @@ def write_report(cells: list[dict], unsupported: list[dict], out_csv: str | Path
 
 
 def _atomic_csv(df: pd.DataFrame, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
-    tmp.replace(path)
+    write_text(path, df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))

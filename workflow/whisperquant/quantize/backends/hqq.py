@@ -21,12 +21,9 @@ is deprecated and "not supported for quantized model serialization".)
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-
-from .base import Backend, SchemeError, load_fp32, register, set_module, target_linears, write_params
-from .serialization import float_state, load_float_state, load_tensors, save_tensors
+from ..base import set_module, target_linears
+from ..linear_swap import LinearSwapBackend
+from ..registry import SchemeError
 
 _BITS = (1, 2, 3, 4, 8)
 
@@ -37,8 +34,7 @@ def _config(params: dict) -> dict:
     return BaseQuantizeConfig(nbits=params["bits"], group_size=params["group_size"], axis=params["axis"])
 
 
-@register
-class HQQ(Backend):
+class HQQ(LinearSwapBackend):
     library = "hqq"
     parameters = {
         "bits": (_BITS, 4),
@@ -61,7 +57,9 @@ class HQQ(Backend):
                     f"schemes.{scheme}.group_size: {g} does not divide the layer width {key}={dims[key]}"
                 )
 
-    def _compute_dtype(self, device: str) -> torch.dtype:
+    def _compute_dtype(self, device: str):
+        import torch
+
         return torch.float32 if device == "cpu" else torch.float16
 
     def quantize_model(self, model, params, calibration=None, device: str = "cpu"):
@@ -73,32 +71,21 @@ class HQQ(Backend):
             set_module(model, name, q)
         return model
 
-    def save(self, model, params, out_dir: Path) -> None:
+    def quantized_key(self, name, module):
         from hqq.core.quantize import HQQLinear
 
-        tensors: dict[str, torch.Tensor] = {}
-        names = []
-        for name, mod in model.named_modules():
-            if isinstance(mod, HQQLinear):
-                names.append(name)
-                for k, v in mod.state_dict().items():
-                    if isinstance(v, torch.Tensor):
-                        tensors[f"{name}.{k}"] = v
-        tensors.update(float_state(model, names))
-        save_tensors(tensors, out_dir)
-        write_params(out_dir, self.library, params, {"quantized_modules": sorted(names)})
+        return name if isinstance(module, HQQLinear) else None
 
-    def load(self, base_model_dir, params, artifact_dir, device):
+    def module_tensors(self, model, key, module):
+        import torch
+
+        return {k: v for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
+
+    def rebuild(self, linear, tensors, params, device):
         from hqq.core.quantize import HQQLinear
 
-        model = load_fp32(base_model_dir)
-        tensors = load_tensors(artifact_dir)
-        for name in target_linears(model, params["targets"]):
-            prefix = name + "."
-            sd = {k[len(prefix):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(prefix)]}
-            q = HQQLinear(None, _config(params), compute_dtype=self._compute_dtype(device),
-                          device=device, initialize=False)
-            q.load_state_dict(sd)
-            set_module(model, name, q)
-        load_float_state(model, tensors)
-        return model.eval().to(device) if device != "cpu" else model.eval()
+        q = HQQLinear(None, _config(params), compute_dtype=self._compute_dtype(device), device=device,
+                      initialize=False)
+        q.load_state_dict(dict(tensors))
+        tensors.clear()
+        return q

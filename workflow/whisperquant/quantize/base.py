@@ -6,8 +6,10 @@ and loads it back for inference.  It also declares, *before any work runs*,
 which devices and parameter values it supports, so the workflow can report an
 unsupported cell as a row instead of crashing the grid.
 
-Adding a library = one new module in this package that subclasses
-:class:`Backend` and decorates it with :func:`register`.
+Adding a library = one new module in ``quantize/backends/`` named after the
+library, holding one :class:`Backend` subclass (see
+:mod:`whisperquant.quantize.registry`).  Nothing here imports torch at module
+level: the configuration-time methods run while Snakemake plans the DAG.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .registry import SchemeError
+
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
-REGISTRY: dict[str, type[Backend]] = {}
+__all__ = ["DEFAULT_TARGETS", "Backend", "SchemeError", "cuda_present"]
 
 #: Linear layers quantised by default: every nn.Linear of encoder and decoder.
 #: The output projection ``proj_out`` is tied to the token embedding and stays
@@ -30,19 +33,21 @@ REGISTRY: dict[str, type[Backend]] = {}
 DEFAULT_TARGETS = r"^model\.(encoder|decoder)\.layers\.\d+\."
 
 
-class SchemeError(ValueError):
-    """A scheme whose parameters a backend cannot honour (raised at config time)."""
+def cuda_present() -> bool:
+    """Whether this machine exposes an NVIDIA GPU, decided without importing torch.
 
+    Planning must stay torch-free, so this looks at what the driver publishes
+    (``/proc/driver/nvidia/gpus/``, ``/dev/nvidia0``) and honours
+    ``CUDA_VISIBLE_DEVICES`` set to nothing or ``-1``.  A job that lands on a
+    machine where torch then finds no usable GPU fails loudly.
+    """
+    import os
 
-def register(cls: type[Backend]) -> type[Backend]:
-    REGISTRY[cls.library] = cls
-    return cls
-
-
-def get_backend(library: str) -> Backend:
-    if library not in REGISTRY:
-        raise SchemeError(f"unknown library {library!r}; valid: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[library]()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
 
 
 class Backend(ABC):
@@ -92,11 +97,8 @@ class Backend(ABC):
         """Why this backend cannot run ``params`` on ``device`` here, or None."""
         if device not in self.devices:
             return f"{self.library} has no {device} implementation in this pipeline"
-        if device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                return "CUDA is not available on this machine"
+        if device == "cuda" and not cuda_present():
+            return "CUDA is not available on this machine"
         return None
 
     def needs_calibration(self, params: dict) -> bool:
@@ -184,12 +186,3 @@ def write_params(out_dir: Path, library: str, params: dict, extra: dict | None =
     (out_dir / "quantization.json").write_text(
         json.dumps({"library": library, "params": params, **(extra or {})}, indent=2, sort_keys=True) + "\n"
     )
-
-
-def calibration_features(processor, audio: list[np.ndarray], batch_size: int = 8) -> list[torch.Tensor]:
-    """Log-mel batches for calibration forward passes."""
-    feats = []
-    for i in range(0, len(audio), batch_size):
-        f = processor.feature_extractor(audio[i : i + batch_size], sampling_rate=16000, return_tensors="pt")
-        feats.append(f.input_features)
-    return feats

@@ -14,12 +14,15 @@ import hashlib
 import io
 import lzma
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,12 +63,8 @@ class Artifact:
         )
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: str | Path) -> str:
+    return file_digest(path, "sha256")
 
 
 def verify(path: Path, expected: str, what: str) -> None:
@@ -142,12 +141,10 @@ def _fetch_debian(a: Artifact, dest: Path) -> None:
                 raise
     if not a.url:
         raise FetchError(f"cannot fetch {a.label}: apt-get is not available and no url is pinned. {hint}")
-    target = dest / a.url.rsplit("/", 1)[-1]
     try:
-        with urllib.request.urlopen(a.url, timeout=60) as r, open(target, "wb") as f:
-            shutil.copyfileobj(r, f)
-    except OSError as e:
-        raise FetchError(f"cannot fetch {a.label} from {a.url}: {e}. {hint}") from e
+        download(a.url, dest / a.url.rsplit("/", 1)[-1], algo="sha256", expected=a.sha256)
+    except FetchError as e:
+        raise FetchError(f"cannot fetch {a.label}: {e} {hint}") from e
 
 
 def deb_members(deb: str | Path) -> tarfile.TarFile:
@@ -187,3 +184,125 @@ def read_member(archive: str | Path, member: str) -> bytes:
             return tf.extractfile(tf.getmember(member)).read()
     except KeyError as e:
         raise FetchError(f"{archive.name}: has no member {member!r}") from e
+
+
+# --------------------------------------------------------------------------- HTTP download
+
+
+def file_digest(path: str | Path, algo: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file (``sha256``, or ``md5`` where a source publishes only that)."""
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _total_from_content_range(value: str | None) -> tuple[int, int | None] | None:
+    m = re.match(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", value or "")
+    if not m:
+        return None
+    return int(m.group(1)), None if m.group(3) == "*" else int(m.group(3))
+
+
+def download(
+    url: str,
+    target: str | Path,
+    *,
+    algo: str,
+    expected: str,
+    timeout: float = 60.0,
+    diagnose: Callable[[Path], str | None] | None = None,
+    mismatch_hint: str = "run again, or correct the pinned checksum if it is wrong.",
+) -> Path:
+    """Download ``url`` to ``target`` with resume, and verify its ``algo`` digest: the one downloader.
+
+    A partial download is kept as ``<target>.part`` and resumed with an HTTP Range
+    request on the next call (a server that ignores Range restarts it from zero).  The
+    finished file is renamed into place only after its size and digest check out; an
+    existing verified file is returned without network access.  Raises
+    :class:`FetchError` on a truncated download (fewer bytes than announced; or, via
+    ``diagnose``, content that does not read to the end) and on a digest mismatch,
+    naming the file and both digests.
+    """
+    target = Path(target)
+    name = target.name
+    expected = expected.lower()
+    label = algo.upper()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(name + ".part")
+
+    if target.exists():
+        if file_digest(target, algo) == expected:
+            return target
+        # never trust a final file that fails verification; fetch it again
+        target.unlink()
+
+    start = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "whisperquant (urllib)", "Accept-Encoding": "identity"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    total: int | None = None
+    try:
+        req = urllib.request.Request(url, headers=headers)
+        try:
+            resp = urllib.request.urlopen(req, timeout=timeout)
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and start:
+                # the .part already holds the whole file (or more): verify it as it is
+                m = re.search(r"/(\d+)\s*$", e.headers.get("Content-Range", ""))  # "bytes */TOTAL"
+                total = int(m.group(1)) if m else None
+                e.close()
+                resp = None
+            else:
+                raise
+        if resp is not None:
+            with resp:
+                status = resp.status
+                if status == 206:
+                    cr = _total_from_content_range(resp.headers.get("Content-Range"))
+                    if cr is None or cr[0] != start:
+                        raise FetchError(
+                            f"{name}: server answered the resume request from byte {start} with "
+                            f"Content-Range {resp.headers.get('Content-Range')!r}; delete {part} and retry"
+                        )
+                    total = cr[1]
+                    mode = "ab"
+                elif status == 200:
+                    length = resp.headers.get("Content-Length")
+                    total = int(length) if length is not None else None
+                    mode, start = "wb", 0  # server ignored Range: start over
+                else:
+                    raise FetchError(f"{name}: unexpected HTTP status {status} from {url}")
+                with open(part, mode) as f:
+                    shutil.copyfileobj(resp, f, 1 << 20)
+    except FetchError:
+        raise
+    except (urllib.error.URLError, OSError) as e:
+        have = part.stat().st_size if part.exists() else 0
+        raise FetchError(
+            f"cannot download {url}: {e}. {have} bytes are kept in {part}; run again to resume, "
+            f"or place {name} ({label} {expected}) in {target.parent} by hand."
+        ) from e
+
+    have = part.stat().st_size if part.exists() else 0
+    if total is not None and have < total:
+        raise FetchError(
+            f"{name}: truncated download from {url}: got {have} of {total} bytes (the connection "
+            f"closed early). The partial file {part} is kept; run again to resume."
+        )
+    got = file_digest(part, algo)
+    if got != expected:
+        unreadable = diagnose(part) if diagnose else None
+        part.unlink()
+        if unreadable:
+            raise FetchError(
+                f"{name}: the download from {url} is truncated or corrupt: {unreadable}; {label} expected "
+                f"{expected}, got {got}. The partial file was deleted; run again to download it afresh."
+            )
+        raise FetchError(
+            f"{label} mismatch for {name} from {url}: expected {expected}, got {got}. The file was deleted; "
+            + mismatch_hint
+        )
+    os.replace(part, target)
+    return target

@@ -40,10 +40,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
-from .base import Backend, load_fp32, register, target_linears, write_params
-from .serialization import load_tensors, save_tensors
+from ..base import Backend, load_fp32, target_linears, write_params
+from ..calibration import run_calibration
+from ..linear_swap import load_tensors, save_tensors
 
 _WEIGHTS = ("int8", "int4", "int2", "float8")
 _ACTIVATIONS = ("none", "int8", "float8")
@@ -56,7 +55,6 @@ def _qtype(name: str):
             "float8": quanto.qfloat8, "none": None}[name]
 
 
-@register
 class Quanto(Backend):
     library = "quanto"
     parameters = {
@@ -79,7 +77,7 @@ class Quanto(Backend):
             return f"{w}, weight-only (activations float)"
         return f"{w}, static (calibrated) {params['activations']} activations per-tensor"
 
-    def _apply(self, model: torch.nn.Module, params: dict) -> list[str]:
+    def _apply(self, model, params: dict) -> list[str]:
         from optimum.quanto import quantize
 
         names = target_linears(model, params["targets"])
@@ -95,9 +93,8 @@ class Quanto(Backend):
         if self.needs_calibration(params):
             if not calibration:
                 raise ValueError("quanto activation quantisation needs a calibration set")
-            with torch.no_grad(), Calibration(momentum=params["calibration_momentum"]):
-                for feats in calibration:
-                    model.generate(feats, max_new_tokens=24)
+            with Calibration(momentum=params["calibration_momentum"]):
+                run_calibration(model, calibration, "quanto activation quantisation")
         freeze(model)
         return model
 
@@ -112,6 +109,7 @@ class Quanto(Backend):
         })
 
     def load(self, base_model_dir, params, artifact_dir, device):
+        import torch
         from optimum.quanto import requantize
 
         model = load_fp32(base_model_dir)
@@ -125,7 +123,7 @@ class Quanto(Backend):
         return model.eval()
 
 
-def _streamlined(model: torch.nn.Module) -> list[str]:
+def _streamlined(model) -> list[str]:
     """Modules whose output quantisation ``Calibration(streamline=True)`` removed.
 
     quanto drops the output quantisation of a module whose output feeds an op

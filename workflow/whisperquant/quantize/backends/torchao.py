@@ -42,12 +42,10 @@ size and activation settings that the scheme's parameters (in
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-
-from .base import Backend, SchemeError, load_fp32, register, target_linears, write_params
-from .serialization import float_state, load_float_state, load_tensors, save_tensors
+from ..base import target_linears
+from ..calibration import run_calibration
+from ..linear_swap import LinearSwapBackend
+from ..registry import SchemeError
 
 _DYNAMIC, _STATIC, _WEIGHT_ONLY = (
     "int8_dynamic_activation_int8_weight", "int8_static_activation_int8_weight", "int8_weight_only")
@@ -85,8 +83,7 @@ def _int8_tensor_class():
     return Int8Tensor
 
 
-@register
-class TorchAO(Backend):
+class TorchAO(LinearSwapBackend):
     library = "torchao"
     parameters = {
         "config": (_CONFIGS, _DYNAMIC),
@@ -117,6 +114,7 @@ class TorchAO(Backend):
 
     # ------------------------------------------------------------------ quantise
     def quantize_model(self, model, params, calibration=None):
+        import torch
         from torchao.quantization import (
             Int8DynamicActivationInt8WeightConfig,
             Int8WeightOnlyConfig,
@@ -127,8 +125,6 @@ class TorchAO(Backend):
         g = _granularity(params["granularity"])
         # set_inductor_config only tunes torch.compile, which this pipeline does not use.
         if params["config"] == _STATIC:
-            if not calibration:
-                raise ValueError("torchao int8_static_activation_int8_weight needs a calibration set")
             self._quantize_static(model, names, params, calibration)
         else:
             if params["config"] == _DYNAMIC:
@@ -148,6 +144,8 @@ class TorchAO(Backend):
         """Observe each target's input range over the calibration set, then fix its scale."""
         from torchao.quantization import Int8StaticActivationInt8WeightConfig, quantize_
 
+        if not calibration:
+            raise ValueError("torchao int8_static_activation_int8_weight needs a calibration set")
         ranges: dict[str, list[float]] = {}
 
         def observer(name):
@@ -159,9 +157,7 @@ class TorchAO(Backend):
 
         handles = [model.get_submodule(n).register_forward_pre_hook(observer(n)) for n in names]
         try:
-            with torch.no_grad():
-                for feats in calibration:
-                    model.generate(feats, max_new_tokens=24)
+            run_calibration(model, calibration, "torchao int8_static_activation_int8_weight")
         finally:
             for h in handles:
                 h.remove()
@@ -175,46 +171,35 @@ class TorchAO(Backend):
             quantize_(model.get_submodule(n), config, filter_fn=lambda mod, fqn: fqn == "")
 
     # ------------------------------------------------------------------ save / load
-    def save(self, model, params, out_dir: Path) -> None:
-        cls = _int8_tensor_class()
-        tensors: dict[str, torch.Tensor] = {}
-        names = []
-        for name, mod in model.named_modules():
-            w = getattr(mod, "weight", None)
-            if isinstance(mod, torch.nn.Linear) and isinstance(w, cls):
-                names.append(name)
-                for attr in ("qdata", "scale", "zero_point", "act_quant_scale", "act_quant_zero_point"):
-                    t = getattr(w, attr)
-                    if t is not None:
-                        tensors[f"{name}.weight_{attr}"] = t
-                if mod.bias is not None:
-                    tensors[f"{name}.bias"] = mod.bias.detach()
-        tensors.update(float_state(model, names))
-        save_tensors(tensors, out_dir)
-        write_params(out_dir, self.library, params, {"quantized_modules": sorted(names)})
+    _ATTRS = ("qdata", "scale", "zero_point", "act_quant_scale", "act_quant_zero_point")
 
-    def load(self, base_model_dir, params, artifact_dir, device):
+    def quantized_key(self, name, module):
+        import torch
+
+        w = getattr(module, "weight", None)
+        return name if isinstance(module, torch.nn.Linear) and isinstance(w, _int8_tensor_class()) else None
+
+    def module_tensors(self, model, key, module):
+        t = {f"weight_{a}": getattr(module.weight, a) for a in self._ATTRS if getattr(module.weight, a) is not None}
+        if module.bias is not None:
+            t["bias"] = module.bias.detach()
+        return t
+
+    def rebuild(self, linear, tensors, params, device):
+        import torch
         from torchao.quantization.utils import get_block_size
 
-        cls = _int8_tensor_class()
-        model = load_fp32(base_model_dir)
-        tensors = load_tensors(artifact_dir)
-        g = _granularity(params["granularity"])
-        for name in target_linears(model, params["targets"]):
-            lin = model.get_submodule(name)
-            t = {attr: tensors.pop(f"{name}.weight_{attr}", None)
-                 for attr in ("qdata", "scale", "zero_point", "act_quant_scale", "act_quant_zero_point")}
-            if t["qdata"] is None:
-                raise KeyError(f"artifact has no quantised weight for {name}")
-            block = list(get_block_size(tuple(t["qdata"].shape), g))
-            w = cls(t["qdata"], t["scale"], block, torch.float32, zero_point=t["zero_point"],
-                    act_quant_scale=t["act_quant_scale"], act_quant_zero_point=t["act_quant_zero_point"],
-                    act_quant_kwargs=_act_kwargs(params))
-            lin.weight = torch.nn.Parameter(w, requires_grad=False)
-            if lin.bias is not None:
-                lin.bias.data.copy_(tensors.pop(f"{name}.bias"))
-        load_float_state(model, tensors)
-        return model.eval()
+        t = {a: tensors.pop(f"weight_{a}", None) for a in self._ATTRS}
+        if t["qdata"] is None:
+            raise KeyError("artifact has no quantised weight (weight_qdata)")
+        block = list(get_block_size(tuple(t["qdata"].shape), _granularity(params["granularity"])))
+        w = _int8_tensor_class()(t["qdata"], t["scale"], block, torch.float32, zero_point=t["zero_point"],
+                                 act_quant_scale=t["act_quant_scale"], act_quant_zero_point=t["act_quant_zero_point"],
+                                 act_quant_kwargs=_act_kwargs(params))
+        linear.weight = torch.nn.Parameter(w, requires_grad=False)
+        if linear.bias is not None:
+            linear.bias = torch.nn.Parameter(tensors.pop("bias"), requires_grad=False)
+        return linear
 
 
 def _tensor():
@@ -223,12 +208,13 @@ def _tensor():
     return PerTensor()
 
 
-def _static_qparams(lo: float, hi: float, mapping) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _static_qparams(lo: float, hi: float, mapping):
     """Per-tensor int8 scale (and zero point) for an observed range, by torchao's own formula.
 
     Shaped (1, 1, 1): Whisper's linear inputs are (batch, time, features) and
     torchao checks that a static scale has the activation's rank.
     """
+    import torch
     from torchao.quantization import MappingType
     from torchao.quantization.quant_primitives import choose_qparams_affine_with_min_max
 

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .audio import load_audio
-from .manifest import read_manifest
+from ..data.audio import load_audio
+from ..data.manifest import read_manifest
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,12 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from .stats import pareto_frontier
+from ..evaluate.stats import pareto_frontier
+from .tables import FALLBACK_DEVICE, LIBRARY_ORDER
 
 __all__ = ["plot_clean_vs_noisy", "plot_size_vs_wer", "plot_speed_vs_wer", "plot_wer_vs_bits"]
 
 DPI = 150
-LIBRARY_ORDER = ("fp32", "pytorch", "torchao", "quanto", "hqq", "bnb")
 LIBRARY_COLORS = {
     "fp32": "#000000",
     "pytorch": "#1f77b4",
@@ -50,7 +50,6 @@ MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
 MODEL_LINESTYLES = ("-", "--", "-.", (0, (6, 1.5, 1, 1.5, 1, 1.5)))
 BASELINE_LINESTYLE = ":"
 LABEL_FONTSIZE = 6.5
-FALLBACK_DEVICE = "cpu"
 
 
 # --------------------------------------------------------------------------- data helpers

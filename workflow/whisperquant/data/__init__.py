@@ -1,0 +1,1 @@
+"""Data acquisition: pinned artifacts (one downloader), audio decoding, corpus manifests, corpus sources."""

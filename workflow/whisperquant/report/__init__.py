@@ -1,0 +1,1 @@
+"""Reporting: the summary table with statistics, Markdown, plots and the study comparison."""
