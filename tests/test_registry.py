@@ -13,11 +13,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 from whisperquant.config import ConfigError, cells, check_config, validate_schema
 from whisperquant.quantize import Backend, SchemeError, get_backend, libraries, register
 from whisperquant.quantize.registry import unregister
-
-from conftest import REPO
 
 HEAVY = ("torch", "transformers", "hqq", "optimum", "bitsandbytes", "torchao")
 
