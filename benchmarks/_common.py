@@ -37,16 +37,23 @@ def model_dir(name: str) -> Path:
 
 
 def corpus(limit: int | None = None) -> Path:
-    """The clean embedded corpus (manifest path)."""
+    """The default config's clean corpus (manifest path): the workflow's own if built, else built here.
+
+    With ``limit``, the first ``limit`` utterances, unpacked.
+    """
     existing = REPO / "resources" / "corpora" / "clean" / "manifest.tsv"
     if existing.exists() and limit is None:
         return existing
     from whisperquant.data.sources.embedded import build_embedded
 
-    out = CACHE / "corpora" / f"clean-{limit or 'all'}"
+    spec = config()["corpora"]["clean"]
+    out = CACHE / "corpora" / f"clean-{limit or 'default'}"
     if (out / "manifest.tsv").exists():
         return out / "manifest.tsv"
-    return build_embedded(out, DOWNLOADS, "eval", limit=limit)
+    if limit:
+        return build_embedded(out, DOWNLOADS, "eval", limit=limit)
+    return build_embedded(out, DOWNLOADS, spec["set"], pack_seconds=spec.get("pack_seconds"),
+                          pack_gap_seconds=spec.get("pack_gap_seconds", 0.5))
 
 
 def peak_rss_mb() -> float:

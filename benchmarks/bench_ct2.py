@@ -1,10 +1,14 @@
-"""Every quantised scheme vs CTranslate2 (the engine under faster-whisper), same clips.
+"""Quantised schemes vs CTranslate2 (the engine under faster-whisper), by the pipeline's speed protocol.
 
-Each engine runs in its own fresh process (so peak RSS is its own) over the
-same clips, batch size and threads; the table gives real-time factor (RTFx =
-audio seconds / wall seconds, higher is faster), RTFx divided by CTranslate2
-int8's RTFx measured in the same run, peak RSS and WER.  CTranslate2 loads the
-very CTranslate2 files the embedded models are converted from.
+Each engine runs alone in its own fresh process (so peak RSS is its own) over
+the default config's clean corpus (the packed scoring units), with the
+config's batch size, threads, ``max_new_tokens`` and timing protocol: the
+first batch an untimed warm-up, every later batch timed, batches repeated
+until ``min_timed_batches`` and ``min_timed_s`` hold; RTFx (audio seconds per
+wall second, higher is faster) is the median over timed batches, with min and
+max.  The table also gives RTFx divided by CTranslate2 int8's from the same
+run, peak RSS and WER.  CTranslate2 loads the very CTranslate2 files the
+embedded models are converted from.  Run it on an otherwise idle machine.
 
     python benchmarks/bench_ct2.py [--model base] [--schemes fp32,torch-dynamic-int8,...]
 """
@@ -32,11 +36,13 @@ model = backend.quantize(mdir, params, None); backend.save(model, params, art)
 model = backend.load(mdir, params, art, "cpu")
 proc = WhisperProcessor.from_pretrained(str(mdir)); utts = load_corpus({manifest!r})
 out = Path(tempfile.mkdtemp()) / "t.jsonl"
+timing = json.loads({timing!r})
 t = transcribe_corpus(model, proc, utts, out, batch_size={bs}, progress=False,
-                      generate_kwargs=generate_kwargs_for(model, "en", 128))
+                      generate_kwargs=generate_kwargs_for(model, "en", {max_new}), **timing)
 rows = [json.loads(l) for l in out.read_text().splitlines()]
 e = corpus_errors((r["reference"], r["hypothesis"]) for r in rows)
-print(json.dumps({{"wall_s": t["wall_s"], "audio_s": t["audio_s"], "peak_rss_mb": peak_rss_mb(), "wer": e.wer}}))
+print(json.dumps({{"rtfx": t["rtfx"], "rtfx_low": t["rtfx_low"], "rtfx_high": t["rtfx_high"],
+                  "timed_batches": t["timed_batches"], "peak_rss_mb": peak_rss_mb(), "wer": e.wer}}))
 """
 
 CT2_CHILD = r"""
@@ -67,52 +73,67 @@ utts = load_corpus({manifest!r})
 multi = wm.is_multilingual
 lang = ["<|en|>", "<|transcribe|>"] if multi else []
 prompt = tok.convert_tokens_to_ids(["<|startoftranscript|>", *lang, "<|notimestamps|>"])
-hyps = {{}}
-t0 = time.perf_counter()
-for batch in length_sorted_batches(utts, {bs}):
+timing = json.loads({timing!r})
+hyps, timed = {{}}, []
+def decode(batch):
     audio = [load_audio(u.audio_path) for u in batch]
+    t0 = time.perf_counter()
     feats = proc.feature_extractor(audio, sampling_rate=16000, return_tensors="np").input_features
     feats = ctranslate2.StorageView.from_array(np.ascontiguousarray(feats))
-    res = wm.generate(feats, [prompt] * len(batch), beam_size=1, max_length=128)
+    res = wm.generate(feats, [prompt] * len(batch), beam_size=1, max_length={max_new})
+    return res, time.perf_counter() - t0
+batches = length_sorted_batches(utts, {bs})
+for i, batch in enumerate(batches):  # the same protocol as transcribe_corpus
+    res, wall = decode(batch)
     for u, r in zip(batch, res):
         hyps[u.id] = tok.decode(r.sequences_ids[0], skip_special_tokens=True)
-wall = time.perf_counter() - t0
+    if i >= timing["warmup_batches"]:
+        timed.append((sum(u.duration for u in batch), wall))
+k = len(batches)
+while len(timed) < timing["min_timed_batches"] or sum(w for _, w in timed) < timing["min_timed_s"]:
+    batch = batches[k % len(batches)]; _, wall = decode(batch); k += 1
+    if k > timing["warmup_batches"]:
+        timed.append((sum(u.duration for u in batch), wall))
+speeds = sorted(a / w for a, w in timed)
 e = corpus_errors((u.reference, hyps[u.id]) for u in utts)
-print(json.dumps({{"wall_s": wall, "audio_s": sum(u.duration for u in utts), "peak_rss_mb": peak_rss_mb(), "wer": e.wer}}))
+print(json.dumps({{"rtfx": speeds[len(speeds) // 2] if len(speeds) % 2 else (speeds[len(speeds) // 2 - 1]
+                  + speeds[len(speeds) // 2]) / 2, "rtfx_low": speeds[0], "rtfx_high": speeds[-1],
+                  "timed_batches": len(timed), "peak_rss_mb": peak_rss_mb(), "wer": e.wer}}))
 """
 
-DEFAULT_SCHEMES = "fp32,torch-dynamic-int8,quanto-w8,hqq-4bit-g64,bnb-nf4"
+DEFAULT_SCHEMES = "fp32,torch-dynamic-int8,quanto-w8,bnb-nf4"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="base")
     ap.add_argument("--schemes", default=DEFAULT_SCHEMES)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--limit", type=int, default=16)
-    args = ap.parse_args()
     cfg = _common.config()
+    t = cfg["transcription"]
+    ap.add_argument("--batch-size", type=int, default=t["batch_size"])
+    ap.add_argument("--threads", type=int, default=t["threads"])
+    ap.add_argument("--limit", type=int, default=None, help="first N utterances, unpacked (default: the corpus)")
+    args = ap.parse_args()
+    timing = json.dumps({"warmup_batches": 1, "min_timed_s": 10, "min_timed_batches": 3, **t.get("timing", {})})
     mdir, manifest = str(_common.model_dir(args.model)), str(_common.corpus(args.limit))
+    fmt = {"threads": args.threads, "mdir": mdir, "manifest": manifest, "bs": args.batch_size, "timing": timing,
+           "max_new": t["max_new_tokens"]}
     rows = []
     for ctype in ("int8", "float32"):
-        r = _common.run_child(CT2_CHILD.format(model=args.model, ctype=ctype, threads=args.threads, mdir=mdir,
-                                               manifest=manifest, bs=args.batch_size))
+        r = _common.run_child(CT2_CHILD.format(model=args.model, ctype=ctype, **fmt))
         rows.append({"engine": f"ctranslate2 {ctype}", **r})
     for name in args.schemes.split(","):
-        spec = json.dumps(cfg["schemes"][name])
-        r = _common.run_child(HF_CHILD.format(threads=args.threads, spec=spec, mdir=mdir, manifest=manifest,
-                                              bs=args.batch_size))
+        r = _common.run_child(HF_CHILD.format(spec=json.dumps(cfg["schemes"][name]), **fmt))
         rows.append({"engine": f"transformers {name}", **r})
-    ref = rows[0]
-    ref_rtfx = ref["audio_s"] / ref["wall_s"] if "wall_s" in ref else float("nan")
+    ref_rtfx = rows[0].get("rtfx", float("nan"))
     for r in rows:
-        if "wall_s" in r:
-            r["rtfx"] = r["audio_s"] / r["wall_s"]
+        if "rtfx" in r:
             r["rtfx_vs_ct2_int8"] = r["rtfx"] / ref_rtfx
             r["wer_pct"] = 100 * r["wer"]
-    print(f"model {args.model}, {args.limit} clean clips, batch {args.batch_size}, threads {args.threads}")
-    print(_common.table(rows, ["engine", "rtfx", "rtfx_vs_ct2_int8", "peak_rss_mb", "wer_pct", "error"]))
+    print(f"model {args.model}, corpus {manifest}, batch {args.batch_size}, threads {args.threads}, "
+          f"timing {timing}")
+    print(_common.table(rows, ["engine", "rtfx", "rtfx_low", "rtfx_high", "timed_batches", "rtfx_vs_ct2_int8",
+                               "peak_rss_mb", "wer_pct", "error"]))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ CASES = [
     ("out-of-range", _set("transcription/batch_size", 0), "transcription.batch_size", ["minimum of 1"]),
     ("out-of-range-max", _set("corpora/noisy/snr_db", 100), "corpora.noisy.snr_db", ["maximum of 60"]),
     ("bad-enum", _set("grid/devices", ["tpu"]), "grid.devices[0]", ["'cpu'", "'cuda'"]),
-    ("bad-enum-dtype", _set("transcription/cuda_dtype", "float8"), "transcription.cuda_dtype", ["'bfloat16'"]),
+    ("bad-type-exclusive", _set("transcription/exclusive", "yes"), "transcription.exclusive", ["boolean"]),
     ("missing-required-top", _drop("grid"), "grid", ["required"]),
     ("missing-required-nested", _drop("schemes/fp32/library"), "schemes.fp32.library", ["required"]),
     ("missing-noisy-seed", _drop("corpora/noisy/seed"), "corpora.noisy.seed", ["required", "noisy"]),
@@ -140,7 +140,8 @@ def test_schema_fills_defaults(default_config):
     del cfg["report"]
     _check(cfg)
     assert cfg["transcription"]["max_new_tokens"] == 128
-    assert cfg["transcription"]["cuda_dtype"] == "float16"
+    assert cfg["transcription"]["exclusive"] is True
+    assert cfg["transcription"]["timing"] == {"warmup_batches": 1, "min_timed_s": 10, "min_timed_batches": 3}
     assert cfg["report"] == {"bootstrap_resamples": 1000, "seed": 0}
     assert cfg["resources_per_rule"] == {"runtime_minutes": 120}
 

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from whisperquant.data.audio import AudioError, load_audio, mix_noise, write_wav
 from whisperquant.data.manifest import read_manifest
-from whisperquant.data.sources.embedded import build_embedded, definition, utterance_ids
+from whisperquant.data.sources.embedded import build_embedded, definition, pack, utterance_ids
 from whisperquant.data.sources.noisy import build_noisy, utterance_seed
 
 
@@ -18,8 +18,42 @@ def test_definition_is_fixed_and_disjoint():
     ids = [u["id"] for u in d["utterances"]]
     assert len(ids) == len(set(ids))
     ev, cal = set(utterance_ids("eval")), set(utterance_ids("calibration"))
-    assert len(ev) == 26 and len(cal) == 8 and not ev & cal
+    assert len(ev) == 126 and len(cal) == 32 and not ev & cal
     assert all(len(u["sha256"]) == 64 for u in d["utterances"])
+
+
+def test_pack_is_greedy_order_preserving_and_never_mixes_sources():
+    utts = [{"id": i, "artifact": a} for i, a in
+            [("a1", "x"), ("a2", "x"), ("a3", "x"), ("b1", "y"), ("b2", "y"), ("a4", "x"), ("a5", "x")]]
+    seconds = {"a1": 6, "a2": 6, "a3": 6, "b1": 20, "b2": 1, "a4": 30, "a5": 2}
+    units = [[u["id"] for u in unit] for unit in pack(utts, seconds, 18, 0.5)]
+    # a1+a2 = 12.5 s; + a3 would be 19 s > 18: a3 starts the next unit; b1 alone exceeds 18: a unit of its own;
+    # b2 cannot join across b1's unit (20 + 0.5 + 1 > 18); a4 (30 s) is alone; a5 starts again
+    assert units == [["a1", "a2"], ["a3"], ["b1"], ["b2"], ["a4"], ["a5"]]
+    assert [len(u) for u in pack(utts[:3], seconds, 18.9, 0.5)] == [2, 1]  # 6 + 0.5 + 6 + 0.5 + 6 = 19 s
+    assert [len(u) for u in pack(utts[:3], seconds, 19, 0.5)] == [3]
+
+
+def test_packed_units_join_audio_and_references(tmp_path, download_cache):
+    ids = ["librivox-0870", "librivox-0880", "librivox-0890", "librispeech-61-70968-0000"]
+    single = read_manifest(build_embedded(tmp_path / "single", download_cache, "eval", ids=ids))
+    packed = read_manifest(build_embedded(tmp_path / "packed", download_cache, "eval", ids=ids, pack_seconds=12))
+    by_id = {r.id: r for r in single}
+    units = (tmp_path / "packed" / "units.tsv").read_text().splitlines()
+    assert units[0] == "unit\tutterances\tstarts_s"
+    members = {line.split("\t")[0]: line.split("\t")[1].split(",") for line in units[1:]}
+    assert sorted(members) == sorted(r.id for r in packed)
+    assert sorted(u for m in members.values() for u in m) == sorted(ids)
+    for r in packed:
+        parts = [by_id[u] for u in members[r.id]]
+        assert len({p.id.split("-")[0] for p in parts}) == 1  # one source per unit
+        assert r.reference == " ".join(p.reference for p in parts)
+        expected = sum(float(p.duration) for p in parts) + 0.5 * (len(parts) - 1)
+        assert float(r.duration) == pytest.approx(expected, abs=0.002)
+        assert float(r.duration) <= 12 or len(parts) == 1
+        audio, _ = sf.read(tmp_path / "packed" / r.audio)
+        first, _ = sf.read(tmp_path / "single" / parts[0].audio)
+        assert (audio[: first.shape[0]] == first).all()  # the unit starts with its first utterance, unchanged
 
 
 def test_manifest_rows(two_clip_corpus):

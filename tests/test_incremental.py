@@ -90,7 +90,7 @@ def test_settings_no_output_depends_on_plan_nothing(work, cfg, tmp_path):
     cfg["downloads"] = str(link)  # the same artifacts, found elsewhere
     cfg["models"]["tiny.en"]["mem_mb"] = 1600  # a cluster resource
     cfg["resources_per_rule"] = {"runtime_minutes": 30}
-    cfg["transcription"]["cuda_dtype"] = "bfloat16"  # the grid runs on CPU only
+    cfg["transcription"]["cuda_compile"] = True  # the grid runs on CPU only
     cfg["calibration"]["utterances"] = 3  # no scheme of the grid calibrates
     cfg["schemes"][DYN] = _resolved(cfg)[DYN]  # every parameter spelled out, the backend's defaults included
     cfg["schemes"]["static-int8"] = {"library": "pytorch", "mode": "static"}  # defined, not in the grid

@@ -68,6 +68,15 @@ def corpus_source_input(wildcards):
     return []
 
 
+def transcribe_threads(wildcards):
+    """Cores a transcription job claims: all of a local run's when `exclusive`, so timed work shares none."""
+    threads = TRANSCRIPTION["threads"]
+    cores = getattr(workflow, "_cores", None)
+    if TRANSCRIPTION["exclusive"] and workflow.local_exec and isinstance(cores, int):
+        return max(threads, cores)
+    return threads
+
+
 def model_mem_mb(model, factor=1.0):
     """Memory request of a job on ``model``: from the config, else a size-based guess."""
     spec = config["models"][model]

@@ -13,7 +13,7 @@ rule transcribe:
         f"{LOGS}/transcribe/{{model}}/{{scheme}}/{{device}}/{{corpus}}.log",
     conda:
         "../../envs/quantize.yaml"
-    threads: TRANSCRIPTION["threads"]
+    threads: transcribe_threads
     resources:
         mem_mb=lambda wc: model_mem_mb(wc.model, 1.5),
         runtime=config["resources_per_rule"]["runtime_minutes"],

@@ -1,3 +1,5 @@
+import os
+
 import _bootstrap  # noqa: F401
 from whisperquant.jobs import setup_logging, transcribe_job
 
@@ -13,6 +15,8 @@ transcribe_job(
     snakemake.output.transcript,
     snakemake.output.timing,
     snakemake.params.transcription,
-    snakemake.threads,
+    snakemake.params.transcription["threads"],
     snakemake.log[0],
+    # every core this process may use was claimed for it: no other job shares them
+    exclusive=snakemake.threads >= len(os.sched_getaffinity(0)),
 )

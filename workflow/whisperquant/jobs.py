@@ -1,10 +1,13 @@
 """The work of each Snakemake rule, as plain functions (the scripts only unpack ``snakemake``).
 
 Data flows one way: corpus/model -> quantize -> transcribe -> score -> aggregate.
-A step that fails *inside a quantisation library* (an unsupported kernel, a
-shape a library rejects...) writes a ``failed`` record naming its log instead
-of crashing the grid; infrastructure errors (bad input files, checksums,
-missing artifacts) still stop the job with a message naming the culprit.
+Failure policy: only a backend's typed :class:`~whisperquant.quantize.LibraryLimitation`
+("this library cannot do this": a missing kernel, a shape it rejects) becomes a
+``failed`` (or, for a device that is not there, ``unsupported``) record naming
+the log, so the rest of the grid goes on.  Anything else -- our own bugs
+(TypeError, AttributeError...), out-of-memory, I/O, bad input -- fails the job
+with its traceback in the log, so Snakemake's ``retries`` can act and a bug
+never hides behind a row.
 """
 
 from __future__ import annotations
@@ -95,8 +98,8 @@ def build_corpus_job(name: str, spec: dict, out_manifest: str | Path, cache_dir:
 def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, out_dir: str | Path,
                  calibration_manifest: str | Path | None, calibration_utterances: int,
                  log_file: str | Path) -> None:
-    """Quantise, save and size one (model, scheme); a library failure becomes a failed record."""
-    from .quantize import get_backend
+    """Quantise, save and size one (model, scheme); a LibraryLimitation becomes a failed record."""
+    from .quantize import LibraryLimitation, get_backend
     from .quantize.base import linear_names
     from .quantize.sizes import artifact_sizes
 
@@ -108,7 +111,7 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     record = {"model": model, "scheme": scheme, "library": library, "params": p,
-              "bits": backend.bits(p), "method": backend.method(p)}
+              "bits": backend.bits(p), "method": backend.method(p), "compute_dtype": backend.compute_dtype(p, "cpu")}
     calibration = None
     if backend.needs_calibration(p):
         from transformers import WhisperProcessor
@@ -126,9 +129,9 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
         qmodel = backend.quantize(Path(model_dir), p, calibration)
         record["quantize_s"] = round(time.perf_counter() - t0, 3)
         backend.save(qmodel, p, tmp)
-    except Exception as e:
-        log.error("quantisation failed: %s\n%s", e, traceback.format_exc())
-        record.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500], log=str(log_file))
+    except LibraryLimitation as e:
+        log.error("%s cannot quantise this: %s\n%s", library, e, traceback.format_exc())
+        record.update(status="failed", reason=f"{library}: {e}"[:500], log=str(log_file))
     else:
         names, _ = linear_names(Path(model_dir), p["targets"])
         record.update(status="ok", quantized_modules=len(names), **artifact_sizes(tmp, names))
@@ -142,40 +145,59 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
 # --------------------------------------------------------------------------- transcribe
 
 
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict, artifact_dir: str | Path,
                    device: str, corpus_manifest: str | Path, out_jsonl: str | Path, out_timing: str | Path,
-                   transcription: dict, threads: int, log_file: str | Path) -> None:
-    """Load the saved artifact once and transcribe the corpus (resumable)."""
+                   transcription: dict, threads: int, log_file: str | Path, exclusive: bool = False) -> None:
+    """Load the saved artifact once and transcribe the corpus (resumable), timing it by the protocol.
+
+    ``model_mem_mb`` is the growth of the process' resident memory from just before
+    the artifact is loaded to just after (garbage collected): what the loaded model
+    holds, with no fp32 copy on the way for the backends that load onto a meta
+    skeleton.  ``exclusive`` says whether the job held every core of its machine.
+    """
+    import gc
+
     import torch
     from transformers import WhisperProcessor
 
     from .evaluate.transcribe import fingerprint, generate_kwargs_for, load_corpus, transcribe_corpus
-    from .quantize import get_backend
+    from .quantize import LibraryLimitation, get_backend
 
     set_threads(threads)
     qrec = read_json(Path(artifact_dir) / "cell.json")
+    backend = get_backend(params["library"])
+    p = {k: v for k, v in params.items() if k != "library"}
     base = {"model": model, "scheme": scheme, "device": device, "library": params["library"],
-            "corpus_manifest": str(corpus_manifest)}
+            "corpus_manifest": str(corpus_manifest), "compute_dtype": backend.compute_dtype(p, device)}
     if qrec["status"] != "ok":
-        Path(out_jsonl).write_text("")
+        write_text(out_jsonl, "")
         write_json(out_timing, {**base, "status": "failed", "reason": "quantisation failed: " + qrec["reason"],
                                 "log": qrec["log"]})
         return
-    backend = get_backend(params["library"])
-    p = {k: v for k, v in params.items() if k != "library"}
+    if device == "cuda" and not torch.cuda.is_available():
+        write_text(out_jsonl, "")
+        write_json(out_timing, {**base, "status": "unsupported", "log": str(log_file),
+                                "reason": "no CUDA device where this job ran (torch.cuda.is_available() is False)"})
+        return
+    gc.collect()
+    rss0 = _rss_mb()
     t0 = time.perf_counter()
     try:
         model_obj = backend.load(Path(model_dir), p, Path(artifact_dir), device)
-        dtype = None
-        if device == "cuda":
-            dtype = getattr(torch, transcription["cuda_dtype"]) if params["library"] == "fp32" else None
-            if dtype is not None:
-                model_obj = model_obj.to(dtype)
+        gc.collect()
+        model_mem_mb = _rss_mb() - rss0
+        load_s = time.perf_counter() - t0
+        dtype = backend.input_dtype(p, device)
         if device == "cuda" and transcription.get("cuda_compile"):
             # Opt-in: a static KV cache lets torch.compile specialise the decoder step once.
             model_obj.generation_config.cache_implementation = "static"
             model_obj.forward = torch.compile(model_obj.forward, mode="reduce-overhead", fullgraph=False)
-        load_s = time.perf_counter() - t0
         processor = WhisperProcessor.from_pretrained(str(model_dir))
         utts = load_corpus(corpus_manifest)
         gen = generate_kwargs_for(model_obj, transcription["language"], transcription["max_new_tokens"])
@@ -185,19 +207,20 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
         # artifact or other settings is discarded instead of resumed.
         fp = fingerprint(cell=base, params=p, gen=gen, batch=transcription["batch_size"], artifact=qrec,
                          code=code_digest("transcribe"), manifest=Path(corpus_manifest).read_text())
+        timing_cfg = transcription.get("timing", {})
         timing = transcribe_corpus(model_obj, processor, utts, out_jsonl, batch_size=transcription["batch_size"],
-                                   generate_kwargs=gen, device=device, dtype=dtype, fp=fp)
-    except (RuntimeError, NotImplementedError, ValueError, TypeError, AttributeError) as e:
-        from .data.audio import AudioError
-
-        if isinstance(e, AudioError):
-            raise  # bad input is not a property of the scheme: stop and name it
-        log.error("transcription failed: %s\n%s", e, traceback.format_exc())
-        Path(out_jsonl).write_text("")
-        write_json(out_timing, {**base, "status": "failed", "reason": f"{type(e).__name__}: {e}"[:500],
+                                   generate_kwargs=gen, device=device, dtype=dtype, fp=fp,
+                                   warmup_batches=timing_cfg.get("warmup_batches", 1),
+                                   min_timed_s=timing_cfg.get("min_timed_s", 0.0),
+                                   min_timed_batches=timing_cfg.get("min_timed_batches", 1))
+    except LibraryLimitation as e:
+        log.error("%s cannot run this: %s\n%s", params["library"], e, traceback.format_exc())
+        write_text(out_jsonl, "")
+        write_json(out_timing, {**base, "status": "failed", "reason": f"{params['library']}: {e}"[:500],
                                 "log": str(log_file)})
         return
     write_json(out_timing, {**base, **timing, "status": "ok", "load_s": round(load_s, 3), "threads": threads,
+                            "exclusive": bool(exclusive), "model_mem_mb": round(model_mem_mb, 1),
                             "torch": torch.__version__, "machine": platform.machine(),
                             "processor": platform.processor() or platform.machine()})
 
@@ -207,13 +230,16 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
 
 def score_job(transcript: str | Path, timing: str | Path, manifest: str | Path, out_json: str | Path,
               out_tsv: str | Path) -> None:
-    """Per-utterance word errors and the corpus WER (errors / reference words)."""
+    """Per-utterance word errors and hallucination flags, the corpus WER (errors / reference words)
+    and the numbers of empty and looping hypotheses (:mod:`whisperquant.evaluate.regressions`)."""
     from .data.manifest import read_manifest
-    from .evaluate.scoring import ZERO, score_pair
+    from .evaluate.regressions import regression_flags
+    from .evaluate.scoring import ZERO, normalize, word_errors
 
+    header = "id\tref_words\tsubstitutions\tdeletions\tinsertions\thits\terrors\tempty\tlooping"
     t = read_json(timing)
     if t.get("status") != "ok":
-        write_text(out_tsv, "id\tref_words\tsubstitutions\tdeletions\tinsertions\thits\terrors\n")
+        write_text(out_tsv, header + "\n")
         write_json(out_json, {"status": t.get("status", "failed"), "reason": t.get("reason"), "log": t.get("log")})
         return
     rows = [json.loads(line) for line in Path(transcript).read_text(encoding="utf-8").split("\n") if line]
@@ -223,14 +249,19 @@ def score_job(transcript: str | Path, timing: str | Path, manifest: str | Path, 
         missing = sorted(set(expected) - got)
         raise ValueError(f"{transcript}: transcript does not cover the corpus ({len(missing)} missing, "
                          f"e.g. {missing[:1]}); refusing to score a partial transcript")
-    lines = ["id\tref_words\tsubstitutions\tdeletions\tinsertions\thits\terrors"]
-    total = ZERO
+    lines = [header]
+    total, empty, looping = ZERO, 0, 0
     for r in sorted(rows, key=lambda r: r["id"]):
         if r["reference"] != expected[r["id"]]:
             raise ValueError(f"utterance {r['id']}: reference in {transcript} differs from {manifest}")
-        e = score_pair(r["reference"], r["hypothesis"])
+        ref, hyp = normalize(r["reference"]), normalize(r["hypothesis"])
+        e = word_errors(ref, hyp)  # = score_pair(reference, hypothesis), normalising once
+        flags = regression_flags(ref, hyp)
         total = total + e
+        empty += flags.empty
+        looping += flags.looping
         lines.append("\t".join(map(str, (r["id"], e.ref_words, e.substitutions, e.deletions, e.insertions,
-                                         e.hits, e.errors))))
+                                         e.hits, e.errors, int(flags.empty), int(flags.looping)))))
     write_text(out_tsv, "\n".join(lines) + "\n")
-    write_json(out_json, {"status": "ok", "n_utts": len(rows), **total.asdict()})
+    write_json(out_json, {"status": "ok", "n_utts": len(rows), **total.asdict(), "empty_hyps": empty,
+                          "looping_hyps": looping})

@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -149,6 +150,12 @@ def _fetch_debian(a: Artifact, dest: Path) -> None:
 
 def deb_members(deb: str | Path) -> tarfile.TarFile:
     """Open the data archive of a ``.deb`` (an ar archive) without dpkg."""
+    return tarfile.open(fileobj=io.BytesIO(_deb_data_tar(str(Path(deb).resolve()))), mode="r:")
+
+
+@lru_cache(maxsize=2)
+def _deb_data_tar(deb: str) -> bytes:
+    """The uncompressed data.tar of a ``.deb``, kept for the next member (a corpus reads hundreds)."""
     data = Path(deb).read_bytes()
     if not data.startswith(b"!<arch>\n"):
         raise FetchError(f"{deb}: not a Debian package (no ar header)")
@@ -160,9 +167,13 @@ def deb_members(deb: str | Path) -> tarfile.TarFile:
         body = data[pos + 60 : pos + 60 + size]
         if name.startswith("data.tar"):
             if name.endswith(".xz"):
-                body = lzma.decompress(body)
-                return tarfile.open(fileobj=io.BytesIO(body), mode="r:")
-            return tarfile.open(fileobj=io.BytesIO(body), mode="r:*")
+                return lzma.decompress(body)
+            with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as tf:  # gz/bz2: re-pack uncompressed
+                out = io.BytesIO()
+                with tarfile.open(fileobj=out, mode="w:") as plain:
+                    for m in tf:
+                        plain.addfile(m, tf.extractfile(m) if m.isfile() else None)
+                return out.getvalue()
         pos += 60 + size + (size & 1)
     raise FetchError(f"{deb}: no data.tar member")
 

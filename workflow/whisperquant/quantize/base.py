@@ -104,6 +104,17 @@ class Backend(ABC):
     def needs_calibration(self, params: dict) -> bool:
         return False
 
+    def compute_dtype(self, params: dict, device: str) -> str:
+        """The dtype the target Linears' matmuls run in on ``device`` (``int8`` when both operands are).
+
+        A label for the report that must say what is computed, never what is stored.
+        """
+        return "float32"
+
+    def input_dtype(self, params: dict, device: str):
+        """The torch dtype the log-mel features must have for this model (None: float32 as extracted)."""
+        return None
+
     def bits(self, params: dict) -> float:
         """Weight bit-width, for reports."""
         return 32.0
@@ -170,6 +181,46 @@ def architecture(model_dir: Path) -> torch.nn.Module:
 
     with torch.device("meta"):
         return WhisperForConditionalGeneration(WhisperConfig.from_pretrained(str(model_dir)))
+
+
+def skeleton(model_dir: Path) -> torch.nn.Module:
+    """An inference-ready module tree with no weights yet: filled from an artifact by :func:`fill`.
+
+    Loading a quantised artifact onto this instead of :func:`load_fp32` never
+    materialises the fp32 weights, so the memory a loaded model holds is what its
+    artifact holds.  Same attention implementation and generation config as
+    :func:`load_fp32`.
+    """
+    import torch
+    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
+
+    config = WhisperConfig.from_pretrained(str(model_dir), attn_implementation="sdpa")
+    with torch.device("meta"):
+        model = WhisperForConditionalGeneration(config)
+    model.generation_config = GenerationConfig.from_pretrained(str(model_dir))
+    return model.eval()
+
+
+def fill(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Put ``tensors`` (state-dict names) into a :func:`skeleton` by assignment, tie, check nothing is left."""
+    import torch
+
+    params = dict(model.named_parameters(remove_duplicate=False))
+    buffers = dict(model.named_buffers(remove_duplicate=False))
+    for name, t in tensors.items():
+        owner, _, attr = name.rpartition(".")
+        module = model.get_submodule(owner)
+        if name in params:
+            setattr(module, attr, torch.nn.Parameter(t, requires_grad=False))
+        elif name in buffers:
+            module._buffers[attr] = t
+        else:
+            raise KeyError(f"artifact tensor {name!r} has no counterpart in the model")
+    model.tie_weights()
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise KeyError(f"the artifact does not provide {len(left)} tensor(s) of the model, e.g. {left[0]}")
+    return model
 
 
 def linear_names(model_dir: Path, pattern: str) -> tuple[list[str], list[str]]:

@@ -17,7 +17,7 @@ from abc import abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import Backend, load_fp32, set_module, target_linears, write_params
+from .base import Backend, fill, set_module, skeleton, target_linears, write_params
 
 if TYPE_CHECKING:
     import torch
@@ -55,7 +55,8 @@ class LinearSwapBackend(Backend):
         write_params(out_dir, self.library, params, {"quantized_modules": sorted(names)})
 
     def load(self, base_model_dir, params, artifact_dir, device):
-        model = load_fp32(base_model_dir)
+        """Rebuild on a weightless skeleton: the fp32 weights are never materialised."""
+        model = skeleton(base_model_dir)
         tensors = load_tensors(artifact_dir)
         for name in target_linears(model, params["targets"]):
             prefix = name + "."
@@ -65,7 +66,7 @@ class LinearSwapBackend(Backend):
             set_module(model, name, self.rebuild(model.get_submodule(name), own, params, device))
             if own:
                 raise KeyError(f"{artifact_dir}: tensors of {name} not used by {self.library}: {sorted(own)}")
-        load_float_state(model, tensors)
+        fill(model, tensors)
         model = model.eval()
         return model.to(device) if device != "cpu" else model
 
@@ -113,12 +114,3 @@ def _is_tied(model: torch.nn.Module) -> bool:
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     return (isinstance(proj, torch.nn.Linear) and emb is not None
             and proj.weight.data_ptr() == emb.weight.data_ptr())
-
-
-def load_float_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Copy float tensors into the matching parameters/buffers (strict on names we saved)."""
-    own = model.state_dict()
-    for name, t in tensors.items():
-        if name not in own:
-            raise KeyError(f"artifact tensor {name!r} has no counterpart in the model")
-        own[name].copy_(t)

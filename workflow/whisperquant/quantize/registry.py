@@ -32,6 +32,15 @@ class SchemeError(ValueError):
     """A scheme whose parameters a backend cannot honour (raised at config time)."""
 
 
+class LibraryLimitation(RuntimeError):
+    """Raised by a backend at run time when its library cannot do what a scheme asks.
+
+    The only exception a job turns into a ``failed`` row (a missing kernel, a shape
+    the library rejects); every other exception fails the job loudly.  Raise it from
+    the library's own error: ``raise LibraryLimitation("no int2 kernel on CPU") from e``.
+    """
+
+
 def register(cls: type[Backend]) -> type[Backend]:
     """Class decorator: make ``cls`` the backend of ``cls.library``."""
     library = getattr(cls, "library", None)

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..audio import AudioError, decode_bytes, to_mono_16k
+from ...records import write_text
+from ..audio import SAMPLE_RATE, AudioError, decode_bytes, to_mono_16k
 from ..fetch import Artifact, FetchError, fetch, read_member
 from ..manifest import materialise
 
@@ -45,8 +46,10 @@ def definition() -> dict:
 
 
 def build(name: str, spec: dict, out_dir: Path, cache_dir: Path, upstream: Path | None = None) -> Path:
-    """Corpus source ``embedded``: a subset (``set``, ``limit``, ``ids``) of the committed definition."""
-    return build_embedded(out_dir, cache_dir, spec["set"], spec.get("limit"), spec.get("ids"))
+    """Corpus source ``embedded``: a subset (``set``, ``limit``, ``ids``) of the committed definition,
+    optionally packed into scoring units of up to ``pack_seconds``."""
+    return build_embedded(out_dir, cache_dir, spec["set"], spec.get("limit"), spec.get("ids"),
+                          pack_seconds=spec.get("pack_seconds"), pack_gap_seconds=spec.get("pack_gap_seconds", 0.5))
 
 
 def utterance_ids(subset: str, limit: int | None = None, ids: list[str] | None = None) -> list[str]:
@@ -60,9 +63,44 @@ def utterance_ids(subset: str, limit: int | None = None, ids: list[str] | None =
     return utts[:limit] if limit else utts
 
 
+def pack(utts: list[dict], durations: dict[str, float], max_seconds: float, gap_seconds: float) -> list[list[dict]]:
+    """Group consecutive utterances of one source (artifact) into units of at most ``max_seconds``.
+
+    Whisper pads every input to a 30 s window, so a 4 s clip costs the encoder as much
+    as a 28 s one: packing short utterances multiplies the words scored per CPU-second.
+    The rule is greedy and order-preserving: utterances keep the definition's order
+    (for the Asterisk prompts, sha256 order of their ids, fixed before any model ran);
+    an utterance joins the current unit if the unit, a ``gap_seconds`` silence and the
+    utterance together stay within ``max_seconds``, else it starts the next unit; a unit
+    never mixes sources; an utterance longer than ``max_seconds`` is a unit alone.
+    """
+    units: list[list[dict]] = []
+    length = 0.0
+    for u in utts:
+        d = durations[u["id"]]
+        if units and units[-1][-1]["artifact"] == u["artifact"] and length + gap_seconds + d <= max_seconds:
+            units[-1].append(u)
+            length += gap_seconds + d
+        else:
+            units.append([u])
+            length = d
+    return units
+
+
+def unit_id(unit: list[dict], index: int) -> str:
+    """``<source>-u<NNN>``: the unit's source artifact and its index among that source's units."""
+    return f"{unit[0]['artifact']}-u{index:03d}"
+
+
 def build_embedded(out_dir: str | Path, cache_dir: str | Path, subset: str = "eval",
-                   limit: int | None = None, ids: list[str] | None = None) -> Path:
-    """Fetch the pinned artifacts, verify each utterance's source file, write the corpus."""
+                   limit: int | None = None, ids: list[str] | None = None, *,
+                   pack_seconds: float | None = None, pack_gap_seconds: float = 0.5) -> Path:
+    """Fetch the pinned artifacts, verify each utterance's source file, write the corpus.
+
+    With ``pack_seconds``, the scoring units are packed utterances (:func:`pack`); their
+    composition (unit id, utterance ids, start offsets) is written to ``units.tsv`` beside
+    the manifest.
+    """
     if subset not in EMBEDDED_SETS:
         raise ValueError(f"unknown embedded set {subset!r}; valid: {', '.join(EMBEDDED_SETS)}")
     d = definition()
@@ -95,7 +133,31 @@ def build_embedded(out_dir: str | Path, cache_dir: str | Path, subset: str = "ev
             return to_mono_16k(samples, rate, u["id"])
         return load
 
-    return materialise(((u["id"], u["reference"], loader(u)) for u in utts), out_dir)
+    if not pack_seconds:
+        return materialise(((u["id"], u["reference"], loader(u)) for u in utts), out_dir)
+    audio = {u["id"]: loader(u)() for u in utts}
+    units = pack(utts, {k: v.shape[0] / SAMPLE_RATE for k, v in audio.items()}, pack_seconds, pack_gap_seconds)
+    gap = np.zeros(round(pack_gap_seconds * SAMPLE_RATE), dtype=np.float32)
+    counters: dict[str, int] = {}
+    rows, lines = [], ["unit\tutterances\tstarts_s"]
+    for unit in units:
+        index = counters[unit[0]["artifact"]] = counters.get(unit[0]["artifact"], -1) + 1
+        uid = unit_id(unit, index)
+        parts, starts, t = [], [], 0
+        for k, u in enumerate(unit):
+            if k:
+                parts.append(gap)
+                t += gap.shape[0]
+            starts.append(f"{t / SAMPLE_RATE:.3f}")
+            parts.append(audio[u["id"]])
+            t += audio[u["id"]].shape[0]
+        samples = np.concatenate(parts)
+        reference = " ".join(u["reference"].strip() for u in unit)
+        rows.append((uid, reference, lambda samples=samples: samples))
+        lines.append(f"{uid}\t{','.join(u['id'] for u in unit)}\t{','.join(starts)}")
+    manifest = materialise(rows, out_dir)
+    write_text(Path(out_dir) / "units.tsv", "\n".join(lines) + "\n")
+    return manifest
 
 
 # --------------------------------------------------------------------------- curation
@@ -124,9 +186,13 @@ def _keep_case(word: str, table: dict[str, str]) -> str:
     return word.lower().replace(core, table[core])
 
 
-def curate(asterisk_deb: Path, script_deb: Path, n_eval: int, n_calibration: int,
-           max_seconds: float = 15.0) -> list[dict]:
-    """Select Asterisk prompts deterministically; see the module docstring."""
+#: Ranks (in sha256 order of the prompt ids) of the Asterisk prompts that form the calibration set;
+#: every other kept prompt is evaluation speech.
+CALIBRATION_RANKS = range(20, 52)
+
+
+def curate(asterisk_deb: Path, script_deb: Path, max_seconds: float = 15.0) -> list[dict]:
+    """Select Asterisk prompts deterministically; see the module docstring and config/README.md."""
     script = gzip.decompress(read_member(script_deb, "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"))
     root = "usr/share/asterisk/sounds/en_US_f_Allison/"
     cands = []
@@ -153,19 +219,17 @@ def curate(asterisk_deb: Path, script_deb: Path, n_eval: int, n_calibration: int
             "reference": _clean_script(text), "script": text, "seconds": round(seconds, 3),
         })
     cands.sort(key=lambda c: hashlib.sha256(c["id"].encode()).hexdigest())
-    for i, c in enumerate(cands[: n_eval + n_calibration]):
-        c["set"] = "eval" if i < n_eval else "calibration"
-    return cands[: n_eval + n_calibration]
+    for i, c in enumerate(cands):
+        c["set"] = "calibration" if i in CALIBRATION_RANKS else "eval"
+    return cands
 
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a one-off curation tool
     ap = argparse.ArgumentParser(description="Regenerate the Asterisk part of data/embedded_corpus.yaml")
     ap.add_argument("--asterisk-deb", type=Path, required=True)
     ap.add_argument("--script-deb", type=Path, required=True)
-    ap.add_argument("--n-eval", type=int, default=20)
-    ap.add_argument("--n-calibration", type=int, default=8)
     args = ap.parse_args(argv)
-    for c in curate(args.asterisk_deb, args.script_deb, args.n_eval, args.n_calibration):
+    for c in curate(args.asterisk_deb, args.script_deb):
         print(yaml.safe_dump([c], sort_keys=False, width=200).rstrip())
 
 

@@ -51,6 +51,11 @@ class BitsAndBytes(Backend):
     def bits(self, params: dict) -> float:
         return 8.0 if params["quant_type"] == "int8" else 4.0
 
+    def compute_dtype(self, params: dict, device: str) -> str:
+        if params["quant_type"] == "int8":
+            return "int8 (outlier columns float16)"
+        return params["compute_dtype"]
+
     def method(self, params: dict) -> str:
         if params["quant_type"] == "int8":
             # LLM.int8 (bitsandbytes docs, "LLM.int8()"): int8 weights with one scale per

@@ -46,6 +46,9 @@ class HQQ(LinearSwapBackend):
     def bits(self, params: dict) -> float:
         return float(params["bits"])
 
+    def compute_dtype(self, params: dict, device: str) -> str:
+        return "float32" if device == "cpu" else "float16"  # weights dequantised per forward
+
     def method(self, params: dict) -> str:
         return f"{params['bits']}-bit weight-only, group {params['group_size']} (axis {params['axis']})"
 

@@ -108,6 +108,9 @@ class PyTorch(LinearSwapBackend):
     def bits(self, params: dict) -> float:
         return 8.0
 
+    def compute_dtype(self, params: dict, device: str) -> str:
+        return "int8"  # fbgemm/x86 int8 x int8 -> int32 GEMM, dynamic or static activations
+
     def method(self, params: dict) -> str:
         w = f"int8 weights {params['granularity'].replace('_', '-')}"
         if params["mode"] == "dynamic":

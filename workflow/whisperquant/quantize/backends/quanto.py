@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..base import Backend, load_fp32, target_linears, write_params
+from ..base import Backend, skeleton, target_linears, write_params
 from ..calibration import run_calibration
 from ..linear_swap import load_tensors, save_tensors
 
@@ -69,6 +69,14 @@ class Quanto(Backend):
 
     def bits(self, params: dict) -> float:
         return {"int8": 8.0, "int4": 4.0, "int2": 2.0, "float8": 8.0}[params["weights"]]
+
+    def compute_dtype(self, params: dict, device: str) -> str:
+        act = params["activations"]
+        if act == "int8":
+            return "int8"
+        if act == "float8":
+            return "float8 (emulated)" if device == "cpu" else "float8"
+        return "float32" if device == "cpu" else "float16"
 
     def method(self, params: dict) -> str:
         gran = "per-channel" if params["weights"] in ("int8", "float8") else "groups of <=128"
@@ -112,10 +120,10 @@ class Quanto(Backend):
         import torch
         from optimum.quanto import requantize
 
-        model = load_fp32(base_model_dir)
+        model = skeleton(base_model_dir)  # quanto's requantize fills a meta model: no fp32 copy on the way
         meta = json.loads((artifact_dir / "quantization.json").read_text())
         state = load_tensors(artifact_dir)
-        state["proj_out.weight"] = model.proj_out.weight.detach()
+        state["proj_out.weight"] = state["model.decoder.embed_tokens.weight"]  # tied, stored once
         requantize(model, state, meta["quantization_map"], device=torch.device(device))
         for name in meta.get("output_quantization_disabled", []):
             model.get_submodule(name).disable_output_quantization()

@@ -102,6 +102,9 @@ class TorchAO(LinearSwapBackend):
     def bits(self, params: dict) -> float:
         return 8.0
 
+    def compute_dtype(self, params: dict, device: str) -> str:
+        return "float32" if params["config"] == _WEIGHT_ONLY else "int8"
+
     def method(self, params: dict) -> str:
         gran = params["granularity"].replace("_", "-")
         if params["config"] == _WEIGHT_ONLY:

@@ -1,0 +1,88 @@
+"""Only a backend's typed LibraryLimitation becomes a row; every other exception fails the job.
+
+A programming error (TypeError, AttributeError) or an out-of-memory inside a
+backend must stop the job with its traceback, so Snakemake's ``retries`` act
+and the bug cannot hide behind a ``failed`` row.  The toy backends are defined
+here, outside the package.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from whisperquant.jobs import quantize_job, transcribe_job
+from whisperquant.quantize import DEFAULT_TARGETS, Backend, LibraryLimitation, register
+from whisperquant.quantize.registry import unregister
+
+
+def _toy(error: BaseException, where: str):
+    @register
+    class Broken(Backend):
+        library = "broken"
+
+        def quantize_model(self, model, params, calibration=None):
+            if where == "quantize":
+                raise error
+            return model
+
+        def save(self, model, params, out_dir):
+            model.save_pretrained(out_dir, safe_serialization=True)
+
+        def load(self, base_model_dir, params, artifact_dir, device):
+            raise error
+
+    return Broken
+
+
+@pytest.fixture
+def broken():
+    yield _toy
+    unregister("broken")
+
+
+PARAMS = {"library": "broken", "targets": DEFAULT_TARGETS}
+
+
+def _quantize(model_dir, out, log):
+    quantize_job("m", model_dir, "s", PARAMS, out, None, 0, log)
+
+
+@pytest.mark.parametrize("error", [TypeError("unsupported operand"), AttributeError("no attribute 'qweight'"),
+                                   MemoryError("out of memory"), RuntimeError("CUDA out of memory")])
+def test_a_bug_or_oom_while_quantising_fails_the_job(broken, tiny_whisper_dir, tmp_path, error):
+    broken(error, "quantize")
+    with pytest.raises(type(error), match=str(error)):
+        _quantize(tiny_whisper_dir, tmp_path / "artifact", tmp_path / "q.log")
+    assert not (tmp_path / "artifact").exists()  # nothing that looks finished
+
+
+def test_a_library_limitation_while_quantising_is_a_failed_row(broken, tiny_whisper_dir, tmp_path):
+    broken(LibraryLimitation("no int3 kernel on this CPU"), "quantize")
+    _quantize(tiny_whisper_dir, tmp_path / "artifact", tmp_path / "q.log")
+    rec = json.loads((tmp_path / "artifact" / "cell.json").read_text())
+    assert rec["status"] == "failed"
+    assert rec["reason"] == "broken: no int3 kernel on this CPU"
+    assert rec["log"] == str(tmp_path / "q.log")
+
+
+def _transcribe(model_dir, artifact, tmp_path):
+    transcribe_job("m", model_dir, "s", PARAMS, artifact, "cpu", tmp_path / "manifest.tsv",
+                   tmp_path / "out.jsonl", tmp_path / "out.timing.json",
+                   {"language": "en", "max_new_tokens": 8, "batch_size": 1}, 1, tmp_path / "t.log")
+
+
+def test_a_bug_while_transcribing_fails_the_job(broken, tiny_whisper_dir, tmp_path):
+    broken(TypeError("expected Tensor"), "load")
+    _quantize(tiny_whisper_dir, tmp_path / "artifact", tmp_path / "q.log")
+    with pytest.raises(TypeError, match="expected Tensor"):
+        _transcribe(tiny_whisper_dir, tmp_path / "artifact", tmp_path)
+    assert not (tmp_path / "out.timing.json").exists()
+
+
+def test_a_library_limitation_while_transcribing_is_a_failed_row(broken, tiny_whisper_dir, tmp_path):
+    broken(LibraryLimitation("no CPU kernel for 2-bit"), "load")
+    _quantize(tiny_whisper_dir, tmp_path / "artifact", tmp_path / "q.log")
+    _transcribe(tiny_whisper_dir, tmp_path / "artifact", tmp_path)
+    rec = json.loads((tmp_path / "out.timing.json").read_text())
+    assert (rec["status"], rec["reason"]) == ("failed", "broken: no CPU kernel for 2-bit")
