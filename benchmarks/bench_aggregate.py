@@ -99,6 +99,8 @@ def build(tmp: Path, n_utts: int = 100, seed: int = 1) -> tuple[pd.DataFrame, di
                     dele = rng.binomial(words - sub, p * 0.2)
                     ins = rng.poisson(p * 0.1 * words)
                     err = sub + dele + ins
+                    empty = (rng.random(n_utts) < p * 0.05).astype(int)
+                    looping = (rng.random(n_utts) < p * 0.1).astype(int)
                     utt = pd.DataFrame(
                         {
                             "id": ids,
@@ -108,6 +110,8 @@ def build(tmp: Path, n_utts: int = 100, seed: int = 1) -> tuple[pd.DataFrame, di
                             "insertions": ins,
                             "hits": words - sub - dele,
                             "errors": err,
+                            "empty": empty,
+                            "looping": looping,
                         }
                     )
                     path = tmp / model / corpus / f"{scheme}.tsv"
@@ -134,6 +138,16 @@ def build(tmp: Path, n_utts: int = 100, seed: int = 1) -> tuple[pd.DataFrame, di
                         wall_s=wall,
                         audio_s=audio_s,
                         rtf=wall / audio_s,
+                        rtfx=audio_s / wall,
+                        rtfx_low=audio_s / wall * 0.9,
+                        rtfx_high=audio_s / wall * 1.08,
+                        timed_batches=4,
+                        timing_pass="timed",
+                        model_mem_mb=size / 1e6 * 1.1,
+                        compute_dtype="float32",
+                        insertion_rate=ins.sum() / words.sum(),
+                        empty_hyps=int(empty.sum()),
+                        looping_hyps=int(looping.sum()),
                         peak_rss_mb=300 + size / 1e6 * 1.5,
                     )
                 rows.append(row)

@@ -1,11 +1,22 @@
-"""Every report figure is written as non-empty PNG and SVG, also when there is nothing to plot."""
+"""Report figures: what each one draws (points, front lines, axes, legend), read off the
+matplotlib Figure, and that every figure is written as PNG and SVG, also with nothing to plot."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-from whisperquant.report.plots import plot_clean_vs_noisy, plot_size_vs_wer, plot_speed_vs_wer, plot_wer_vs_bits
+from whisperquant.evaluate.stats import pareto_frontier
+from whisperquant.report.plots import (
+    clean_vs_noisy_figure,
+    plot_clean_vs_noisy,
+    plot_size_vs_wer,
+    plot_speed_vs_wer,
+    plot_wer_vs_bits,
+    size_vs_wer_figure,
+    speed_vs_wer_figure,
+    wer_vs_bits_figure,
+)
 
 SCHEMES = [
     ("fp32", "fp32", np.nan),
@@ -48,6 +59,7 @@ def synthetic_summary(seed: int = 0) -> pd.DataFrame:
                     wer = wer0 * noise * (1 + (8 / b) ** 2 * 0.05 + rng.random() * 0.1)
                     size = fp32_bytes * (0.2 + 0.8 * b / 32)
                     rtf = 0.1 + rng.random() * 0.3
+                    rtfx = 1 / rtf
                     row.update(
                         wer=wer,
                         wer_ci_low=wer * 0.8,
@@ -55,6 +67,9 @@ def synthetic_summary(seed: int = 0) -> pd.DataFrame:
                         artifact_bytes=size,
                         compression_pct=100 * (1 - size / fp32_bytes),
                         rtf=rtf,
+                        rtfx=rtfx,
+                        rtfx_low=rtfx * 0.9,
+                        rtfx_high=rtfx * 1.1,
                         delta_wer=wer - wer0 * noise,
                         on_pareto_front=False,
                     )
@@ -93,7 +108,7 @@ def test_plots_on_synthetic_summary(tmp_path):
     [
         pd.DataFrame(),
         synthetic_summary().iloc[:0],
-        synthetic_summary().assign(status="failed", wer=np.nan, rtf=np.nan),
+        synthetic_summary().assign(status="failed", wer=np.nan, rtf=np.nan, rtfx=np.nan),
     ],
     ids=["no-columns", "no-rows", "all-failed"],
 )
@@ -115,3 +130,136 @@ def test_svg_is_reproducible(tmp_path):
     a = plot_wer_vs_bits(df, tmp_path / "a")[1].read_bytes()
     b = plot_wer_vs_bits(df, tmp_path / "b")[1].read_bytes()
     assert a == b
+
+
+# --------------------------------------------------------------------------- what is drawn
+
+
+def _lines(ax, prefix: str) -> list:
+    return [line for line in ax.get_lines() if line.get_label().startswith(prefix)]
+
+
+def _points(ax) -> list[tuple[float, float]]:
+    """Every (x, y) drawn as a data point on ``ax``."""
+    return sorted(
+        (float(x), float(y))
+        for line in _lines(ax, "_points:")
+        for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)
+    )
+
+
+def _same(got: list[tuple[float, float]], want_x, want_y) -> None:
+    want = sorted(zip(np.asarray(want_x, float), np.asarray(want_y, float), strict=True))
+    assert len(got) == len(want)
+    np.testing.assert_allclose(np.array(got, float), np.array(want, float))
+
+
+def _legend(fig) -> list[str]:
+    assert len(fig.legends) == 1
+    return [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["status"] == "ok") & df["wer"].notna()]
+
+
+def test_size_vs_wer_draws_every_ok_cell_and_the_front():
+    df = synthetic_summary()
+    fig = size_vs_wer_figure(df)
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == ["clean", "noisy"]
+    for ax in axes:
+        want = _ok(df[df["corpus"] == ax.get_title()])
+        assert len(want) == 17  # 20 cells, fp4 unsupported twice, one failed
+        _same(_points(ax), want["artifact_bytes"] / 1e6, want["wer"] * 100)
+        assert ax.get_xlabel().startswith("Artifact size (MB") and ax.get_ylabel().startswith("WER (%")
+        for model in ("base", "tiny"):
+            (front,) = _lines(ax, f"_pareto-front:{model}")
+            g = want[want["model"] == model]
+            mask = pareto_frontier(g["artifact_bytes"].to_numpy(), g["wer"].to_numpy())
+            expected = g[mask].sort_values("artifact_bytes")
+            assert 2 <= mask.sum() < len(g)
+            np.testing.assert_allclose(front.get_xdata(), expected["artifact_bytes"] / 1e6)
+            np.testing.assert_allclose(front.get_ydata(), expected["wer"] * 100)
+        assert not _lines(ax, "_wer-cap")  # nothing above 50 %
+    legend = _legend(fig)
+    assert legend == ["fp32", "pytorch", "torchao", "quanto", "hqq", "bnb", "base", "tiny",
+                      "Pareto front (base)", "Pareto front (tiny)"]
+
+
+def test_size_vs_wer_keeps_unusable_cells_off_the_front():
+    df = synthetic_summary()
+    junk = df[(df["model"] == "tiny") & (df["corpus"] == "clean") & (df["scheme"] == "hqq-2bit")].index
+    df.loc[junk, ["wer", "wer_ci_low", "wer_ci_high", "artifact_bytes"]] = [0.9, 0.85, 0.95, 1e6]  # smallest
+    fig = size_vs_wer_figure(df, max_wer=0.5)
+    ax = next(ax for ax in fig.axes if ax.get_title() == "clean")
+    assert (1.0, 90.0) in _points(ax)  # drawn ...
+    (front,) = _lines(ax, "_pareto-front:tiny")
+    assert 1.0 not in set(front.get_xdata()) and max(front.get_ydata()) <= 50  # ... but not on the front
+    (cap,) = _lines(ax, "_wer-cap")
+    assert list(cap.get_ydata()) == [50, 50]
+    assert "WER 50 %: above = not on the front" in _legend(fig)
+    # without a limit the junk cell is the smallest point, so it is on the front
+    (front,) = _lines(next(a for a in size_vs_wer_figure(df, max_wer=None).axes if a.get_title() == "clean"),
+                      "_pareto-front:tiny")
+    assert front.get_xdata()[0] == 1.0
+
+
+def test_size_vs_wer_draws_one_device_per_cell():
+    df = synthetic_summary()
+    dup = _ok(df[df["library"] == "quanto"]).assign(device="cuda", wer=0.3)
+    both = pd.concat([df, dup], ignore_index=True)
+    ax = size_vs_wer_figure(both).axes[0]
+    assert len(_points(ax)) == 17 and 30.0 not in {y for _, y in _points(ax)}  # the cpu rows
+    ax = size_vs_wer_figure(both, device="cuda").axes[0]
+    ys = [y for _, y in _points(ax)]
+    assert len(ys) == 6 and ys.count(30.0) == 4  # 2 quanto schemes x 2 models, + the 2 bnb-nf4 cells
+
+
+def test_wer_vs_bits_draws_points_and_baselines():
+    df = synthetic_summary()
+    fig = wer_vs_bits_figure(df)
+    for ax in fig.axes[:2]:
+        want = _ok(df[df["corpus"] == ax.get_title()])
+        assert sorted(y for _, y in _points(ax)) == pytest.approx(sorted(want["wer"] * 100))
+        assert len(_lines(ax, "_baseline:")) == 2  # one fp32 line per model
+        assert ax.get_xlabel().startswith("Weight bit-width") and ax.get_ylabel().startswith("WER (%")
+        assert {x for x, _ in _points(ax) if x == 32} == {32.0}  # fp32 at 32 bits
+    assert _legend(fig)[-1] == "fp32 baseline"
+
+
+def test_clean_vs_noisy_pairs_the_corpora():
+    df = synthetic_summary()
+    fig = clean_vs_noisy_figure(df, "clean", "noisy")
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["base", "tiny"]
+    for ax in fig.axes[:2]:
+        ok = _ok(df[df["model"] == ax.get_title()])
+        pair = ok[ok.corpus == "clean"].merge(ok[ok.corpus == "noisy"], on="scheme", suffixes=("_c", "_n"))
+        assert len(pair) in (8, 9)
+        _same(_points(ax), pair["wer_c"] * 100, pair["wer_n"] * 100)
+        assert len(_lines(ax, "_diagonal")) == 1
+        assert ax.get_xlabel().startswith("WER on clean") and ax.get_ylabel().startswith("WER on noisy")
+    assert _legend(fig)[-1] == "y = x (equal WER)"
+
+
+def test_speed_vs_wer_one_panel_per_device_and_corpus():
+    df = synthetic_summary()
+    fig = speed_vs_wer_figure(df)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["clean — cpu", "clean — cuda", "noisy — cpu", "noisy — cuda"]
+    for ax in fig.axes:
+        corpus, dev = ax.get_title().split(" — ")
+        want = _ok(df[(df["corpus"] == corpus) & (df["device"] == dev)])
+        assert len(want) in (2, 15, 16)
+        _same(_points(ax), want["wer"] * 100, want["rtfx"])
+        assert "RTFx" in ax.get_ylabel() and "higher is faster" in ax.get_ylabel()
+    # records without rtfx fall back to 1 / rtf
+    ax = speed_vs_wer_figure(df.drop(columns=["rtfx", "rtfx_low", "rtfx_high"])).axes[0]
+    want = _ok(df[(df["corpus"] == "clean") & (df["device"] == "cpu")])
+    _same(_points(ax), want["wer"] * 100, 1 / want["rtf"])
+
+
+def test_no_data_figure_says_so():
+    fig = size_vs_wer_figure(synthetic_summary().assign(status="failed"))
+    (ax,) = fig.axes
+    assert not _points(ax) and [t.get_text() for t in ax.texts] == ["no data"]

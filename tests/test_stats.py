@@ -252,8 +252,10 @@ def test_add_statistics_columns_and_values(small_sweep):
     same = by.loc["same"]
     assert same.delta_wer == 0.0 and not bool(same.delta_significant)
 
-    # cuda cell without a cuda fp32 row is compared with the cpu fp32 row
-    assert np.isfinite(by.loc["nf4", "delta_wer"])
+    # QoI: share of utterances no worse than fp32 on the same utterance
+    assert fp32.qoi_pct == 100.0 and same.qoi_pct == 100.0
+    assert int8.qoi_pct == pytest.approx(100 * np.mean(worse <= base))
+    assert 0 < int8.qoi_pct < 100  # "worse" adds errors to some utterances only
 
     for bad in ("fp4", "hqq1"):
         row = by.loc[bad]
@@ -280,12 +282,54 @@ def test_add_statistics_columns_and_values(small_sweep):
     pd.testing.assert_frame_equal(out, again)
 
 
+def test_cuda_cell_without_cuda_baseline_gets_nan_not_the_cpu_delta(small_sweep):
+    summary, utt, (ids, words, base, _worse) = small_sweep
+    out = add_statistics(summary, utt, n_resamples=200, seed=0).set_index("scheme")
+    nf4 = out.loc["nf4"]
+    assert nf4.device == "cuda"
+    for col in ("delta_wer", "delta_ci_low", "delta_ci_high", "delta_p_value", "qoi_pct"):
+        assert np.isnan(nf4[col]), col
+    assert pd.isna(nf4.delta_significant)
+    assert np.isfinite(nf4.wer_ci_low)  # its own interval is still there
+    # with a cuda fp32 row of its own, the cuda cell is compared with that one
+    cuda_base = base + (np.arange(len(ids)) % 7 == 0)  # cuda fp32 differs from the cpu one
+    utt = {**utt, ("tiny", "fp32", "cuda", "clean"): _utt(ids, words, cuda_base)}
+    rows = pd.concat([summary, pd.DataFrame([_row("fp32", "fp32", np.nan, "cuda", size=150e6,
+                                                   utt=utt[("tiny", "fp32", "cuda", "clean")])])])
+    out = add_statistics(rows.reset_index(drop=True), utt, n_resamples=200, seed=0)
+    nf4 = out[out.scheme == "nf4"].iloc[0]
+    nf4_errors = utt[("tiny", "nf4", "cuda", "clean")]["errors"].to_numpy()
+    expected = paired_bootstrap_delta(nf4_errors, cuda_base, words, n_resamples=200, seed=0)
+    assert nf4.delta_wer == pytest.approx(expected.delta)
+    assert nf4.qoi_pct == pytest.approx(100 * np.mean(nf4_errors <= cuda_base))
+
+
+def test_pareto_front_only_among_usable_cells(small_sweep):
+    summary, utt, (ids, words, _base, _worse) = small_sweep
+    # a tiny cell that gets almost everything wrong: smallest, so without the cap it is on the front
+    bad = np.minimum(words, words // 2 + 3) + 1
+    utt = {**utt, ("tiny", "junk", "cpu", "clean"): _utt(ids, words, bad)}
+    rows = pd.concat([summary, pd.DataFrame([_row("junk", "hqq", 1, "cpu", size=10e6,
+                                                   utt=utt[("tiny", "junk", "cpu", "clean")])])])
+    rows = rows.reset_index(drop=True)
+    assert rows.set_index("scheme").loc["junk", "wer"] > 0.5
+    capped = add_statistics(rows, utt, n_resamples=50).set_index("scheme")
+    assert not capped.loc["junk", "on_pareto_front"]
+    assert capped.loc["int8", "on_pareto_front"] and capped.loc["same", "on_pareto_front"]
+    uncapped = add_statistics(rows, utt, n_resamples=50, pareto_max_wer=None).set_index("scheme")
+    assert uncapped.loc["junk", "on_pareto_front"]
+    # the cap is inclusive: a cell exactly at it stays usable
+    at = add_statistics(rows, utt, n_resamples=50, pareto_max_wer=float(capped.loc["junk", "wer"]))
+    assert at.set_index("scheme").loc["junk", "on_pareto_front"]
+
+
 def test_add_statistics_failed_baseline_gives_nan(small_sweep):
     summary, utt, _ = small_sweep
     summary = summary.copy()
     summary.loc[summary["scheme"] == "fp32", "status"] = "failed"
     out = add_statistics(summary, utt, n_resamples=100).set_index("scheme")
     assert np.isnan(out.loc["int8", "delta_wer"]) and pd.isna(out.loc["int8", "delta_significant"])
+    assert np.isnan(out.loc["int8", "qoi_pct"])
     assert np.isfinite(out.loc["int8", "wer_ci_low"])
 
 
@@ -321,21 +365,53 @@ def test_sort_order(small_sweep):
     assert order == ["fp32", "int8", "same", "hqq1", "fp4", "nf4"]
 
 
+def _md_rows(md: str) -> dict[str, dict[str, str]]:
+    """The Markdown table(s) as {scheme: {header: cell}} (one table is enough for the tests)."""
+    lines = md.splitlines()
+    header = [c.strip() for c in next(line for line in lines if line.startswith("| scheme")).strip("|").split("|")]
+    rows = {}
+    for line in lines:
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            assert len(cells) == len(header), line
+            rows[cells[0].split("`")[1]] = dict(zip(header, cells, strict=True))
+    return rows
+
+
 def test_summary_markdown(small_sweep):
     summary, utt, _ = small_sweep
+    summary = summary.assign(
+        compute_dtype=["int8", None, "float32", "float32", None, "bfloat16"],
+        model_mem_mb=[61.0, np.nan, 151.2, 72.0, np.nan, 41.0],
+        rtfx=[12.34, np.nan, 8.0, 9.0, np.nan, 150.0],
+        rtfx_low=[11.0, np.nan, 7.5, 8.5, np.nan, np.nan],
+        rtfx_high=[13.0, np.nan, 8.25, 9.5, np.nan, np.nan],
+        empty_hyps=[2, np.nan, 0, 0, np.nan, 1],
+        looping_hyps=[1, np.nan, 0, 0, np.nan, 0],
+    )
     md = summary_markdown(add_statistics(summary, utt, n_resamples=300))
     assert md == summary_markdown(add_statistics(summary, utt, n_resamples=300))
-    assert "## tiny — clean" in md
+    assert "## tiny — clean (150 utterances)" in md
     lines = md.splitlines()
     header = next(line for line in lines if line.startswith("| scheme"))
     assert "device" in header  # two devices in the sweep
-    fp32 = next(line for line in lines if line.startswith("| `fp32`"))
-    assert "| 32 |" in fp32 and "| 150.0 |" in fp32 and "baseline" in fp32
-    int8 = next(line for line in lines if line.startswith("| `int8`"))
-    assert int8.rstrip(" |").split("|")[-2].strip().endswith("*")  # ΔWER column flagged
-    assert "| 60.0 | 60.0 |" in int8  # size MB and compression %
-    wer_cell = int8.split("|")[-4].strip()
+    assert "RTF |" not in header and "RTFx [low, high]" in header
+    legend = lines[lines.index(header) - 4]  # legend, blank, heading, blank, header
+    for word in ("**compute**", "**mem**", "**QoI**", "**empty**", "**loop**", "**RTFx**", "WER ≤ 50 %"):
+        assert word in legend, word
+    rows = _md_rows(md)
+    fp32, int8, nf4 = rows["fp32"], rows["int8"], rows["nf4"]
+    assert (fp32["bits"], fp32["size MB"], fp32["ΔWER pp [95 % CI]"], fp32["QoI %"]) == ("32", "150.0", "baseline",
+                                                                                        "100.0")
+    assert (fp32["compute"], fp32["mem MB"], fp32["RTFx [low, high]"]) == ("float32", "151", "8.00 [7.50, 8.25]")
+    assert int8["ΔWER pp [95 % CI]"].endswith("*")  # ΔWER column flagged
+    assert (int8["size MB"], int8["compr. %"], int8["compute"], int8["mem MB"]) == ("60.0", "60.0", "int8", "61")
+    assert (int8["empty"], int8["loop"], int8["RTFx [low, high]"]) == ("2", "1", "12.3 [11.0, 13.0]")
+    assert 0 < float(int8["QoI %"]) < 100
+    wer_cell = int8["WER % [95 % CI]"]
     assert wer_cell.count("[") == 1 and wer_cell.endswith("]")
+    # no cuda fp32 row: no ΔWER and no QoI for the cuda cell; RTFx without a range
+    assert (nf4["ΔWER pp [95 % CI]"], nf4["QoI %"], nf4["RTFx [low, high]"]) == ("–", "–", "150")
     assert "**unsupported** — bitsandbytes fp4 needs CUDA" in md
     assert "**failed** — RuntimeError: boom line two" in md
     assert md.index("`fp32`") < md.index("`int8`") < md.index("`same`") < md.index("`nf4`")

@@ -44,5 +44,8 @@ rule aggregate:
         cells=cell_records(),
         unsupported=unsupported_records(),
         report=config["report"],
+        # which cells are the study's own (numeric comparison) -- see whisperquant/report/study.py
+        models=config["models"],
+        corpora=config["corpora"],
     script:
         "../scripts/aggregate.py"

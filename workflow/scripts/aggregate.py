@@ -15,4 +15,7 @@ write_report(
     clean=report.get("clean_corpus"),
     noisy=report.get("noisy_corpus"),
     out_study=snakemake.output.study,
+    pareto_max_wer=report.get("pareto_max_wer", 0.5),
+    models=snakemake.params.models,
+    corpora=snakemake.params.corpora,
 )

@@ -3,6 +3,9 @@
 One row per model x scheme x device x corpus.  Unsupported cells (decided at
 configuration time) and failed cells (recorded by their jobs) are rows too,
 with their reason, so the grid's coverage is visible at a glance.
+
+Keys a record may lack (records written by older code, or a backend that does
+not report them) give empty cells (NaN), never an error.
 """
 
 from __future__ import annotations
@@ -15,17 +18,32 @@ import pandas as pd
 from ..records import read_json, write_text
 
 COLUMNS = [
-    "model", "scheme", "library", "method", "bits", "device", "corpus", "status", "reason", "log",
-    "n_utts", "ref_words", "errors", "substitutions", "deletions", "insertions", "wer",
+    "model", "scheme", "library", "method", "bits", "compute_dtype", "device", "corpus", "status", "reason",
+    "log", "n_utts", "ref_words", "errors", "substitutions", "deletions", "insertions", "wer",
+    "insertion_rate", "empty_hyps", "looping_hyps",
     "artifact_bytes", "param_bytes", "float_param_bytes", "float_share_pct", "compression_pct",
-    "wall_s", "audio_s", "rtf", "rtfx", "peak_rss_mb", "peak_gpu_mb", "batch_size", "threads",
+    "wall_s", "audio_s", "rtf", "rtfx", "rtfx_low", "rtfx_high", "timed_batches", "timing_pass",
+    "model_mem_mb", "peak_rss_mb", "peak_gpu_mb", "batch_size", "threads",
 ]
+#: Score-record keys copied into an ok row.
+SCORE_KEYS = ("n_utts", "ref_words", "errors", "substitutions", "deletions", "insertions", "wer",
+              "empty_hyps", "looping_hyps")
+#: Timing-record keys copied into an ok row.
+TIMING_KEYS = ("wall_s", "audio_s", "rtf", "rtfx", "rtfx_low", "rtfx_high", "timed_batches", "timing_pass",
+               "model_mem_mb", "peak_rss_mb", "peak_gpu_mb", "batch_size", "threads")
 
 
 def cell_row(cell: dict, quant: dict, timing: dict, score: dict) -> dict:
-    """One summary row from the cell's three records (quantize, transcribe, score)."""
+    """One summary row from the cell's three records (quantize, transcribe, score).
+
+    ``compute_dtype`` is the timing record's (what the transcription ran in) if
+    it has one, else the quantize record's.  ``insertion_rate`` = insertions /
+    reference words (a fraction, like ``wer``): hallucinated words show up here
+    first.
+    """
     row = {k: cell[k] for k in ("model", "scheme", "device", "corpus")}
     row.update(library=quant.get("library"), method=quant.get("method"), bits=quant.get("bits"))
+    row["compute_dtype"] = timing.get("compute_dtype") or quant.get("compute_dtype")
     status = "ok"
     for rec in (quant, timing, score):
         if rec.get("status") != "ok":
@@ -36,10 +54,12 @@ def cell_row(cell: dict, quant: dict, timing: dict, score: dict) -> dict:
     for k in ("artifact_bytes", "param_bytes", "float_param_bytes"):
         row[k] = quant.get(k)
     if status == "ok":
-        for k in ("n_utts", "ref_words", "errors", "substitutions", "deletions", "insertions", "wer"):
+        for k in SCORE_KEYS:
             row[k] = score.get(k)
-        for k in ("wall_s", "audio_s", "rtf", "rtfx", "peak_rss_mb", "peak_gpu_mb", "batch_size", "threads"):
+        for k in TIMING_KEYS:
             row[k] = timing.get(k)
+        ins, words = row.get("insertions"), row.get("ref_words")
+        row["insertion_rate"] = ins / words if isinstance(ins, (int, float)) and words else math.nan
     return row
 
 
@@ -61,24 +81,32 @@ def build_summary(cells: list[dict], unsupported: list[dict]) -> pd.DataFrame:
 
 def write_report(cells: list[dict], unsupported: list[dict], out_csv: str | Path, out_md: str | Path,
                  plot_dir: str | Path, n_resamples: int, seed: int, clean: str | None, noisy: str | None,
-                 out_study: str | Path | None = None) -> None:
+                 out_study: str | Path | None = None, pareto_max_wer: float | None = 0.5,
+                 models: dict | None = None, corpora: dict | None = None) -> None:
+    """Write summary.csv, summary.md, the study comparison and the plots.
+
+    ``pareto_max_wer``: WER (fraction) above which a cell is never on the Pareto
+    front; ``models``/``corpora``: the config's specs, which decide where the
+    study's figures are compared numerically (:func:`study.compare`).
+    """
     from . import plots, study, tables
 
     df = build_summary(cells, unsupported)
     utt = {(c["model"], c["scheme"], c["device"], c["corpus"]): tables.read_utt_scores(c["utts"])
            for c in cells}
-    df = tables.add_statistics(df, {k: v for k, v in utt.items() if len(v)}, n_resamples=n_resamples, seed=seed)
+    df = tables.add_statistics(df, {k: v for k, v in utt.items() if len(v)}, n_resamples=n_resamples, seed=seed,
+                               pareto_max_wer=pareto_max_wer)
     df = tables.sort_summary(df)
     _atomic_csv(df, out_csv)
-    md = tables.summary_markdown(df)
-    comparison = study.compare(df, clean, noisy)
+    md = tables.summary_markdown(df, pareto_max_wer=pareto_max_wer)
+    comparison = study.compare(df, clean, noisy, models=models, corpora=corpora)
     if out_study:
         _atomic_csv(comparison, out_study)
     md += "\n## Beside the study's published figures\n\n" + study.comparison_markdown(comparison)
     write_text(out_md, md)
     plot_dir = Path(plot_dir)
     plot_dir.mkdir(parents=True, exist_ok=True)
-    plots.plot_size_vs_wer(df, plot_dir / "size_vs_wer")
+    plots.plot_size_vs_wer(df, plot_dir / "size_vs_wer", max_wer=pareto_max_wer)
     plots.plot_wer_vs_bits(df, plot_dir / "wer_vs_bits")
     plots.plot_speed_vs_wer(df, plot_dir / "speed_vs_wer")
     if clean and noisy:

@@ -1,9 +1,15 @@
 """Report figures: size, bit-width, noise robustness and speed against WER.
 
-Every function takes the summary table with the columns of
-:func:`whisperquant.tables.add_statistics` (the interval columns are optional:
-without them no error bars are drawn) and an output path stem, writes
-``<stem>.png`` (150 dpi) and ``<stem>.svg`` and returns both paths.
+Every ``plot_*`` function takes the summary table with the columns of
+:func:`whisperquant.report.tables.add_statistics` (the interval columns are
+optional: without them no error bars are drawn) and an output path stem,
+writes ``<stem>.png`` (150 dpi) and ``<stem>.svg`` and returns both paths.
+The matching ``*_figure`` function builds and returns the
+:class:`~matplotlib.figure.Figure` without writing it (what the tests inspect).
+Drawn data carry a label (hidden from legends by its leading underscore):
+``_points:<model>:<library>`` on each scatter series, ``_pareto-front:<model>``
+on each front line, ``_wer-cap`` on the usable-WER limit,
+``_baseline:<model>`` on fp32 reference lines, ``_diagonal`` on y = x.
 
 Figures are built on matplotlib's object API with an explicit Agg canvas --
 no pyplot, so no global figure state, no GUI backend and nothing to close.
@@ -11,9 +17,10 @@ Only rows with status ``ok`` and finite values are drawn; an empty selection
 gives a figure that says "no data" instead of an error, so a sweep in which
 every cell failed still produces its report.  When a cell was measured on
 several devices, WER plots use one row per (model, scheme, corpus): the
-``device`` argument if given, else the cpu row when there is one, else the
-first device alphabetically (the quantised weights, and so the WER, are meant
-to be device-independent; speed is plotted per device).
+``device`` argument if given, else the :data:`DISPLAY_DEVICE` row when there
+is one, else the first device alphabetically (the quantised weights, and so
+the WER, are meant to be device-independent; speed is plotted per device).
+This is a choice of what to draw only: ΔWER always compares within a device.
 """
 
 from __future__ import annotations
@@ -32,9 +39,22 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..evaluate.stats import pareto_frontier
-from .tables import FALLBACK_DEVICE, LIBRARY_ORDER
+from .tables import LIBRARY_ORDER, PARETO_MAX_WER
 
-__all__ = ["plot_clean_vs_noisy", "plot_size_vs_wer", "plot_speed_vs_wer", "plot_wer_vs_bits"]
+__all__ = [
+    "DISPLAY_DEVICE",
+    "clean_vs_noisy_figure",
+    "plot_clean_vs_noisy",
+    "plot_size_vs_wer",
+    "plot_speed_vs_wer",
+    "plot_wer_vs_bits",
+    "size_vs_wer_figure",
+    "speed_vs_wer_figure",
+    "wer_vs_bits_figure",
+]
+
+#: Device whose row the WER plots draw when a (model, scheme, corpus) ran on several devices.
+DISPLAY_DEVICE = "cpu"
 
 DPI = 150
 LIBRARY_COLORS = {
@@ -121,7 +141,12 @@ def _ok_rows(df: pd.DataFrame | None) -> pd.DataFrame:
     out["size_mb"] = _num(out, "artifact_bytes") / 1e6
     bits = _num(out, "bits")
     out["bits_eff"] = bits.where(~(bits.isna() & (out["library"] == "fp32")), 32.0)
-    out["rtf_v"] = _num(out, "rtf")
+    rtf = _num(out, "rtf")
+    rtfx = _num(out, "rtfx")
+    # RTFx = audio / wall; records without it fall back to 1 / RTF
+    out["rtfx_v"] = rtfx.where(np.isfinite(rtfx), 1.0 / rtf.where(rtf > 0))
+    out["rtfx_lo"] = _num(out, "rtfx_low")
+    out["rtfx_hi"] = _num(out, "rtfx_high")
     return out[np.isfinite(out["wer_pct"].to_numpy(dtype=float))]
 
 
@@ -131,14 +156,14 @@ def _one_device(df: pd.DataFrame, device: str | None) -> pd.DataFrame:
         return df
     if device is not None:
         return df[df["device"] == device]
-    rank = (df["device"] != FALLBACK_DEVICE).astype(int)
+    rank = (df["device"] != DISPLAY_DEVICE).astype(int)
     df = df.assign(_rank=rank).sort_values(["_rank", "device"], kind="mergesort")
     df = df.drop_duplicates(["model", "scheme", "corpus"], keep="first").drop(columns="_rank")
     return df
 
 
-def _yerr(sub: pd.DataFrame, value: str = "wer_pct") -> np.ndarray | None:
-    lo, hi, v = sub["lo_pct"].to_numpy(), sub["hi_pct"].to_numpy(), sub[value].to_numpy()
+def _yerr(sub: pd.DataFrame, value: str = "wer_pct", lo: str = "lo_pct", hi: str = "hi_pct") -> np.ndarray | None:
+    lo, hi, v = sub[lo].to_numpy(), sub[hi].to_numpy(), sub[value].to_numpy()
     if not np.isfinite(lo).any():
         return None
     err = np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
@@ -181,14 +206,14 @@ def _save(fig: Figure, stem: str | Path) -> list[Path]:
     return [png, svg]
 
 
-def _no_data(stem: str | Path, title: str, message: str = "no data") -> list[Path]:
+def _no_data(title: str, message: str = "no data") -> Figure:
     fig = Figure(figsize=(6, 3.5), dpi=DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.set_axis_off()
     ax.set_title(title, fontsize=12)
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=14, color="0.4", transform=ax.transAxes)
-    return _save(fig, stem)
+    return fig
 
 
 def _panel_no_data(ax, title: str) -> None:
@@ -350,12 +375,14 @@ def _device_note(df: pd.DataFrame) -> str:
     return f"device: {', '.join(devs)}" if devs else ""
 
 
-def _draw_points(ax, sub: pd.DataFrame, style: _Style, x: str, y: str, xerr=False, yerr=True) -> None:
-    """Scatter ``sub`` by (model, library) with optional CI error bars (the CI is on WER)."""
+def _draw_points(ax, sub: pd.DataFrame, style: _Style, x: str, y: str, xerr=False, yerr=True,
+                 yrange: tuple[str, str] | None = None) -> None:
+    """Scatter ``sub`` by (model, library) with optional error bars: the WER CI on the axis
+    showing WER (``xerr``/``yerr``), or the columns ``yrange`` (low, high) on y."""
     for (model, lib), g in sub.groupby(["model", "library"], sort=True):
-        ye = _yerr(g) if yerr else None
+        ye = _yerr(g, y, *yrange) if yrange else _yerr(g) if yerr else None
         xe = _yerr(g) if xerr else None
-        ax.errorbar(
+        bars = ax.errorbar(
             g[x],
             g[y],
             yerr=ye,
@@ -372,24 +399,38 @@ def _draw_points(ax, sub: pd.DataFrame, style: _Style, x: str, y: str, xerr=Fals
             ls="none",
             zorder=3,
         )
+        bars.lines[0].set_label(f"_points:{model}:{lib}")
 
 
 # --------------------------------------------------------------------------- plots
 
 
-def plot_size_vs_wer(df: pd.DataFrame, stem: str | Path, device: str | None = None) -> list[Path]:
+def plot_size_vs_wer(
+    df: pd.DataFrame, stem: str | Path, device: str | None = None, max_wer: float | None = PARETO_MAX_WER
+) -> list[Path]:
+    """Write :func:`size_vs_wer_figure` to ``<stem>.png`` and ``<stem>.svg``."""
+    return _save(size_vs_wer_figure(df, device, max_wer), stem)
+
+
+def size_vs_wer_figure(
+    df: pd.DataFrame, device: str | None = None, max_wer: float | None = PARETO_MAX_WER
+) -> Figure:
     """Artifact size (MB) against WER (%), one panel per corpus, with each model's Pareto front.
 
     Colour = library, marker = model, error bars = 95 % bootstrap interval,
     labels = scheme.  The front (not dominated in size and WER) is recomputed
-    from the plotted points and drawn as a step line: the best WER reachable
-    at or below each size.
+    from the plotted points whose WER is at most ``max_wer`` (a fraction;
+    ``None``: no limit) and drawn as a step line: the best WER reachable at or
+    below each size.  Points above the limit are drawn but never on the front;
+    a dashed line marks the limit when any point lies above it.
     """
     title = "Artifact size vs word error rate"
     data = _one_device(_ok_rows(df), device)
     data = data[np.isfinite(data["size_mb"])]
     if data.empty:
-        return _no_data(stem, title)
+        return _no_data(title)
+    cap_pct = math.inf if max_wer is None else 100.0 * float(max_wer)
+    above_cap = bool((data["wer_pct"] > cap_pct).any())
     style = _Style(data)
     corpora = sorted(set(data["corpus"]))
     fig, axes = _figure(len(corpora), n_points=int(data.groupby("corpus").size().max()))
@@ -402,10 +443,13 @@ def plot_size_vs_wer(df: pd.DataFrame, stem: str | Path, device: str | None = No
         _draw_points(ax, sub, style, "size_mb", "wer_pct")
         front_keys = set()
         for model, g in sub.groupby("model", sort=True):
+            g = g[g["wer_pct"] <= cap_pct]
+            if g.empty:
+                continue
             mask = pareto_frontier(g["size_mb"].to_numpy(), g["wer_pct"].to_numpy())
             f = g[mask].sort_values(["size_mb", "wer_pct"])
             front_keys |= set(zip(f["model"], f["scheme"], strict=True))
-            ax.step(
+            (line,) = ax.step(
                 f["size_mb"],
                 f["wer_pct"],
                 where="post",
@@ -415,6 +459,9 @@ def plot_size_vs_wer(df: pd.DataFrame, stem: str | Path, device: str | None = No
                 alpha=0.8,
                 zorder=2,
             )
+            line.set_label(f"_pareto-front:{model}")
+        if above_cap and (sub["wer_pct"] > cap_pct).any():
+            ax.axhline(cap_pct, color="#b22222", ls="--", lw=0.9, alpha=0.7, zorder=1, label="_wer-cap")
         if logx:
             _set_log(ax, "x", sub["size_mb"])
         if logy:
@@ -434,6 +481,10 @@ def plot_size_vs_wer(df: pd.DataFrame, stem: str | Path, device: str | None = No
         )
         for m in style.models
     ]
+    if above_cap:
+        handles.append(
+            Line2D([], [], color="#b22222", ls="--", label=f"WER {cap_pct:g} %: above = not on the front")
+        )
     fig.legend(
         handles=handles, loc="outside right upper", fontsize=8, title="library / model", title_fontsize=8
     )
@@ -441,10 +492,15 @@ def plot_size_vs_wer(df: pd.DataFrame, stem: str | Path, device: str | None = No
     _freeze_layout(fig)
     for k, pts in labels.items():
         _label_points(fig, axes[0, k], pts)
-    return _save(fig, stem)
+    return fig
 
 
 def plot_wer_vs_bits(df: pd.DataFrame, stem: str | Path, device: str | None = None) -> list[Path]:
+    """Write :func:`wer_vs_bits_figure` to ``<stem>.png`` and ``<stem>.svg``."""
+    return _save(wer_vs_bits_figure(df, device), stem)
+
+
+def wer_vs_bits_figure(df: pd.DataFrame, device: str | None = None) -> Figure:
     """WER (%) against weight bit-width, one line per (library, model), one panel per corpus.
 
     Where a library has several schemes at one bit-width (group sizes,
@@ -455,7 +511,7 @@ def plot_wer_vs_bits(df: pd.DataFrame, stem: str | Path, device: str | None = No
     data = _one_device(_ok_rows(df), device)
     data = data[np.isfinite(data["bits_eff"])]
     if data.empty:
-        return _no_data(stem, title)
+        return _no_data(title)
     style = _Style(data)
     corpora = sorted(set(data["corpus"]))
     fig, axes = _figure(len(corpora))
@@ -474,8 +530,18 @@ def plot_wer_vs_bits(df: pd.DataFrame, stem: str | Path, device: str | None = No
             best = g.groupby("bits_x")["wer_pct"].min().sort_index()
             ax.plot(best.index, best.to_numpy(), color=style.color(lib), ls=style.linestyle(model), lw=1.2)
         for model, g in sub[sub["library"] == "fp32"].groupby("model", sort=True):
-            ax.axhline(g["wer_pct"].min(), color="black", ls=BASELINE_LINESTYLE, lw=1, zorder=1)
-            ax.plot(g["bits_eff"], g["wer_pct"], marker=style.marker(model), color="black", ls="none", ms=5.5)
+            ax.axhline(
+                g["wer_pct"].min(), color="black", ls=BASELINE_LINESTYLE, lw=1, zorder=1, label=f"_baseline:{model}"
+            )
+            ax.plot(
+                g["bits_eff"],
+                g["wer_pct"],
+                marker=style.marker(model),
+                color="black",
+                ls="none",
+                ms=5.5,
+                label=f"_points:{model}:fp32",
+            )
         ax.set_xscale("log", base=2)
         ax.set_xticks(bit_ticks)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
@@ -494,12 +560,19 @@ def plot_wer_vs_bits(df: pd.DataFrame, stem: str | Path, device: str | None = No
         handles=handles, loc="outside right upper", fontsize=8, title="library / model", title_fontsize=8
     )
     fig.suptitle(f"{title} ({_device_note(data)}; error bars: 95 % bootstrap CI)", fontsize=12)
-    return _save(fig, stem)
+    return fig
 
 
 def plot_clean_vs_noisy(
     df: pd.DataFrame, stem: str | Path, clean_corpus: str, noisy_corpus: str, device: str | None = None
 ) -> list[Path]:
+    """Write :func:`clean_vs_noisy_figure` to ``<stem>.png`` and ``<stem>.svg``."""
+    return _save(clean_vs_noisy_figure(df, clean_corpus, noisy_corpus, device), stem)
+
+
+def clean_vs_noisy_figure(
+    df: pd.DataFrame, clean_corpus: str, noisy_corpus: str, device: str | None = None
+) -> Figure:
     """Per scheme, WER on the clean corpus (x) against the noisy corpus (y), one panel per model.
 
     Points above the dashed y = x line lose more accuracy under noise than on
@@ -517,7 +590,7 @@ def plot_clean_vs_noisy(
         suffixes=("_c", "_n"),
     )
     if pair.empty:
-        return _no_data(stem, title, f"no data on both {clean_corpus} and {noisy_corpus}")
+        return _no_data(title, f"no data on both {clean_corpus} and {noisy_corpus}")
     style = _Style(pair)
     fig, axes = _figure(len(style.models), panel=(5.0, 4.6), n_points=int(pair.groupby("model").size().max()))
     log = _wants_log(pd.concat([pair["wer_pct_c"], pair["wer_pct_n"]]), 15)
@@ -532,7 +605,7 @@ def plot_clean_vs_noisy(
             ye = np.nan_to_num(
                 np.vstack([h["wer_pct_n"] - h["lo_pct_n"], h["hi_pct_n"] - h["wer_pct_n"]]).clip(0)
             )
-            ax.errorbar(
+            bars = ax.errorbar(
                 h["wer_pct_c"],
                 h["wer_pct_n"],
                 xerr=xe,
@@ -548,6 +621,7 @@ def plot_clean_vs_noisy(
                 ls="none",
                 zorder=3,
             )
+            bars.lines[0].set_label(f"_points:{model}:{lib}")
         allv = pd.concat([g["wer_pct_c"], g["wer_pct_n"]]).to_numpy()
         allv = allv[np.isfinite(allv)]
         lo, hi = float(allv.min()), float(allv.max())
@@ -557,7 +631,7 @@ def plot_clean_vs_noisy(
             span = np.geomspace(max(lo, 1e-3) / 1.5, hi * 1.5, 50)
         else:
             span = np.linspace(0, hi * 1.1, 50)
-        ax.plot(span, span, color="0.5", ls="--", lw=1, zorder=1)
+        ax.plot(span, span, color="0.5", ls="--", lw=1, zorder=1, label="_diagonal")
         _style_axes(
             ax,
             model,
@@ -572,20 +646,27 @@ def plot_clean_vs_noisy(
     _freeze_layout(fig)
     for k, pts in labels.items():
         _label_points(fig, axes[0, k], pts)
-    return _save(fig, stem)
+    return fig
 
 
 def plot_speed_vs_wer(df: pd.DataFrame, stem: str | Path) -> list[Path]:
-    """Real-time factor against WER (%), one column per device and one row per corpus.
+    """Write :func:`speed_vs_wer_figure` to ``<stem>.png`` and ``<stem>.svg``."""
+    return _save(speed_vs_wer_figure(df), stem)
 
-    RTF = wall time / audio duration, so lower is faster; the lower left
-    corner is fast and accurate.  Error bars are the WER intervals.
+
+def speed_vs_wer_figure(df: pd.DataFrame) -> Figure:
+    """WER (%) against speed (RTFx), one column per device and one row per corpus.
+
+    RTFx = seconds of audio per second of wall time (median over timed
+    batches; 1 / RTF for records without it), so higher is faster and the
+    upper left corner is fast and accurate.  Horizontal error bars are the WER
+    intervals, vertical ones the slowest and fastest timed batch.
     """
     title = "Speed vs word error rate"
     data = _ok_rows(df)
-    data = data[np.isfinite(data["rtf_v"]) & (data["rtf_v"] > 0)]
+    data = data[np.isfinite(data["rtfx_v"]) & (data["rtfx_v"] > 0)]
     if data.empty:
-        return _no_data(stem, title)
+        return _no_data(title)
     style = _Style(data)
     devices = sorted(set(data["device"]))
     corpora = sorted(set(data["corpus"]))
@@ -596,7 +677,7 @@ def plot_speed_vs_wer(df: pd.DataFrame, stem: str | Path) -> list[Path]:
         n_points=int(data.groupby(["corpus", "device"]).size().max()),
     )
     logx = _wants_log(data["wer_pct"], 15)
-    logy = _wants_log(data["rtf_v"], 8)
+    logy = _wants_log(pd.concat([data["rtfx_v"], data["rtfx_lo"], data["rtfx_hi"]]), 8)
     labels = {}
     for i, corpus in enumerate(corpora):
         for j, dev in enumerate(devices):
@@ -605,18 +686,18 @@ def plot_speed_vs_wer(df: pd.DataFrame, stem: str | Path) -> list[Path]:
             if sub.empty:
                 _panel_no_data(ax, f"{corpus} — {dev}")
                 continue
-            _draw_points(ax, sub, style, "wer_pct", "rtf_v", xerr=True, yerr=False)
+            _draw_points(ax, sub, style, "wer_pct", "rtfx_v", xerr=True, yrange=("rtfx_lo", "rtfx_hi"))
             if logx:
                 _set_log(ax, "x", pd.concat([sub["wer_pct"], sub["lo_pct"], sub["hi_pct"]]))
             if logy:
-                _set_log(ax, "y", sub["rtf_v"])
+                _set_log(ax, "y", pd.concat([sub["rtfx_v"], sub["rtfx_lo"], sub["rtfx_hi"]]))
             _style_axes(
                 ax,
                 f"{corpus} — {dev}",
                 _axis_label("WER", "%", logx),
-                _axis_label("Real-time factor", "wall / audio", logy),
+                _axis_label("RTFx", "audio s per wall s, higher is faster", logy),
             )
-            labels[(i, j)] = [(r.wer_pct, r.rtf_v, r.scheme, r.library == "fp32") for r in sub.itertuples()]
+            labels[(i, j)] = [(r.wer_pct, r.rtfx_v, r.scheme, r.library == "fp32") for r in sub.itertuples()]
     fig.legend(
         handles=style.legend_handles(),
         loc="outside right upper",
@@ -624,8 +705,8 @@ def plot_speed_vs_wer(df: pd.DataFrame, stem: str | Path) -> list[Path]:
         title="library / model",
         title_fontsize=8,
     )
-    fig.suptitle(f"{title} (lower left = fast and accurate)", fontsize=12)
+    fig.suptitle(f"{title} (upper left = fast and accurate)", fontsize=12)
     _freeze_layout(fig)
     for (i, j), pts in labels.items():
         _label_points(fig, axes[i, j], pts)
-    return _save(fig, stem)
+    return fig

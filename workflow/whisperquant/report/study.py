@@ -4,18 +4,37 @@
 Kirkedal (2025) -- Whisper-small on LibriSpeech -- with a confidence per
 figure (several are second-hand readings of its tables).  :func:`compare`
 joins them to our summary for the corpora that play the roles of test-clean
-and test-other and gives the difference.  With the default (embedded) config
-the model and the speech differ from the study's, so only the direction and
-rough size of effects are comparable; with ``config/paper.yaml`` the cells
-are the study's own.
+and test-other.
+
+A number is only compared *numerically* (``comparable = numeric``, with
+``ours - study`` in ``difference``) where the cells are the study's own:
+
+* the model's config has ``source: hub`` and ``repo_id: openai/whisper-small``;
+* for a figure on a test set, our corpus's config has ``source: librispeech``,
+  the same ``split`` (``test-clean`` / ``test-other``) and no ``limit`` (a
+  subset is another test set).  Size figures need the model only.
+
+Everything else (the default embedded config: other models, other speech) is
+``direction-only``: our value is shown, no difference is computed, and only
+the direction and rough size of an effect mean something.  Without the
+model/corpus specs nothing is numeric.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from importlib import resources
 
 import pandas as pd
+
+#: The study's model, as a model config names it.
+STUDY_MODEL = {"source": "hub", "repo_id": "openai/whisper-small"}
+#: The study's test sets, as a corpus config names them.
+STUDY_SPLITS = ("test-clean", "test-other")
+NUMERIC, DIRECTION_ONLY = "numeric", "direction-only"
+COLUMNS = ["model", "scheme", "study_corpus", "our_corpus", "metric", "comparable", "study", "confidence",
+           "ours", "difference", "note"]
 
 METRICS = {
     "wer_pct": "WER %",
@@ -56,9 +75,28 @@ def _ours(summary: pd.DataFrame, model: str, scheme: str, corpus: str | None, me
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def compare(summary: pd.DataFrame, clean_corpus: str | None, noisy_corpus: str | None) -> pd.DataFrame:
-    """One row per (model, study figure): study value, confidence, ours, ours - study."""
+def is_study_model(spec: Mapping | None) -> bool:
+    """Whether a model config is the study's Whisper-small from the Hugging Face Hub."""
+    return bool(spec) and all(spec.get(k) == v for k, v in STUDY_MODEL.items())
+
+
+def is_study_corpus(spec: Mapping | None, split: str) -> bool:
+    """Whether a corpus config is the whole LibriSpeech ``split`` (no ``limit``)."""
+    return (bool(spec) and spec.get("source") == "librispeech" and spec.get("split") == split
+            and split in STUDY_SPLITS and spec.get("limit") is None)
+
+
+def compare(summary: pd.DataFrame, clean_corpus: str | None, noisy_corpus: str | None,
+            models: Mapping[str, Mapping] | None = None,
+            corpora: Mapping[str, Mapping] | None = None) -> pd.DataFrame:
+    """One row per (model, study figure): study value, confidence, ours, whether the two are
+    comparable numerically, and ours - study where they are (NaN where ``direction-only``).
+
+    ``models``/``corpora``: the config's ``models:`` and ``corpora:`` specs (see the module
+    docstring for the rule); without them every row is direction-only.
+    """
     corpus_map = {"test-clean": clean_corpus, "test-other": noisy_corpus, "": None}
+    models, corpora = models or {}, corpora or {}
     rows = []
     for model in sorted(summary.model.unique()):
         for ref in reference().itertuples():
@@ -66,24 +104,34 @@ def compare(summary: pd.DataFrame, clean_corpus: str | None, noisy_corpus: str |
             if ref.corpus and corpus is None:
                 continue
             ours = _ours(summary, model, ref.scheme, corpus, ref.metric)
+            numeric = is_study_model(models.get(model)) and (
+                not ref.corpus or is_study_corpus(corpora.get(corpus), ref.corpus))
+            diff = ours - float(ref.value) if numeric and not math.isnan(ours) else math.nan
             rows.append({
                 "model": model, "scheme": ref.scheme, "study_corpus": ref.corpus or "(any)",
                 "our_corpus": corpus or "(size/speed)", "metric": METRICS[ref.metric],
+                "comparable": NUMERIC if numeric else DIRECTION_ONLY,
                 "study": float(ref.value), "confidence": ref.confidence, "ours": ours,
-                "difference": ours - float(ref.value) if not math.isnan(ours) else math.nan, "note": ref.note,
+                "difference": diff, "note": ref.note,
             })
-    return pd.DataFrame(rows, columns=["model", "scheme", "study_corpus", "our_corpus", "metric", "study",
-                                       "confidence", "ours", "difference", "note"])
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def comparison_markdown(df: pd.DataFrame) -> str:
     if df.empty:
         return "_No cell of this run corresponds to a published figure of the study._\n"
-    lines = ["| model | scheme | metric | study corpus → ours | study | confidence | ours | ours − study |",
-             "|---|---|---|---|---:|---|---:|---:|"]
+    lines = ["`numeric`: the study's own model (openai/whisper-small from the Hub) and, for WER figures, the "
+             "whole LibriSpeech test set, so ours − study is given. `direction-only`: another model or other "
+             "speech; compare the direction and rough size of effects, not the numbers.", "",
+             "| model | scheme | metric | study corpus → ours | comparable | study | confidence | ours | "
+             "ours − study |",
+             "|---|---|---|---|---|---:|---|---:|---:|"]
     for r in df.itertuples():
         ours = "–" if math.isnan(r.ours) else f"{r.ours:.2f}"
-        diff = "–" if math.isnan(r.difference) else f"{r.difference:+.2f}"
-        lines.append(f"| {r.model} | {r.scheme} | {r.metric} | {r.study_corpus} → {r.our_corpus} | {r.study:g} | "
-                     f"{r.confidence} | {ours} | {diff} |")
+        if r.comparable != NUMERIC:
+            diff = "(direction only)"
+        else:
+            diff = "–" if math.isnan(r.difference) else f"{r.difference:+.2f}"
+        lines.append(f"| {r.model} | {r.scheme} | {r.metric} | {r.study_corpus} → {r.our_corpus} | "
+                     f"{r.comparable} | {r.study:g} | {r.confidence} | {ours} | {diff} |")
     return "\n".join(lines) + "\n"

@@ -3,8 +3,9 @@
 :func:`add_statistics` turns ``results/report/summary.csv`` (one row per
 cell) plus the per-utterance score tables into the numbers the report
 needs: a bootstrap interval for every WER, the paired difference to the fp32
-baseline of the same model/device/corpus, and membership of the size/WER
-Pareto front.  :func:`summary_markdown` renders that as one table per model
+baseline of the same model/device/corpus, the share of utterances that got no
+worse than on that baseline, and membership of the size/WER Pareto front of
+usable cells.  :func:`summary_markdown` renders that as one table per model
 and corpus, in a fixed order so the report diffs cleanly between runs.
 """
 
@@ -23,6 +24,8 @@ from ..evaluate.stats import bootstrap_wer_ci, paired_bootstrap_delta, pareto_fr
 
 __all__ = [
     "LIBRARY_ORDER",
+    "MD_COLUMNS",
+    "PARETO_MAX_WER",
     "STAT_COLUMNS",
     "UTT_COLUMNS",
     "add_statistics",
@@ -32,7 +35,7 @@ __all__ = [
 ]
 
 #: Columns of a per-utterance score TSV.
-UTT_COLUMNS = ("id", "ref_words", "substitutions", "deletions", "insertions", "hits", "errors")
+UTT_COLUMNS = ("id", "ref_words", "substitutions", "deletions", "insertions", "hits", "errors", "empty", "looping")
 #: Columns :func:`add_statistics` adds.
 STAT_COLUMNS = (
     "wer_ci_low",
@@ -42,12 +45,13 @@ STAT_COLUMNS = (
     "delta_ci_high",
     "delta_p_value",
     "delta_significant",
+    "qoi_pct",
     "on_pareto_front",
 )
 #: Report order of libraries; unknown libraries follow, alphabetically.
 LIBRARY_ORDER = ("fp32", "pytorch", "torchao", "quanto", "hqq", "bnb")
-#: Device whose fp32 row is the baseline when a device has none of its own.
-FALLBACK_DEVICE = "cpu"
+#: Default WER (a fraction) above which a cell is unusable and never on the Pareto front.
+PARETO_MAX_WER = 0.5
 
 CellKey = tuple[str, str, str, str]  # (model, scheme, device, corpus)
 
@@ -57,7 +61,8 @@ def read_utt_scores(path: str | Path) -> pd.DataFrame:
     df = pd.read_csv(path, sep="\t", dtype={"id": str}, keep_default_na=False)
     missing = [c for c in ("id", "ref_words", "errors") if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected {list(UTT_COLUMNS)}")
+        raise ValueError(f"{path}: missing column(s) {missing}; expected {list(UTT_COLUMNS)} "
+                         "(id, ref_words and errors at least)")
     return df
 
 
@@ -131,6 +136,7 @@ def add_statistics(
     utt_scores: Mapping[CellKey, pd.DataFrame],
     n_resamples: int = 1000,
     seed: int = 0,
+    pareto_max_wer: float | None = PARETO_MAX_WER,
 ) -> pd.DataFrame:
     """Return a copy of ``summary`` with the columns of :data:`STAT_COLUMNS` added.
 
@@ -140,16 +146,24 @@ def add_statistics(
     * ``wer_ci_low``/``wer_ci_high``: percentile bootstrap interval of the WER
       (fractions, like ``wer``).
     * ``delta_*``: paired bootstrap of WER(cell) - WER(fp32) against the fp32
-      row of the same model, device and corpus (the cpu fp32 row when that
-      device has none); pairs utterances by id.  The fp32 row itself gets
-      delta 0, interval [0, 0], p-value 1, not significant.
+      row of the same model, device and corpus -- never another device's: a
+      cell whose device has no fp32 row gets NaN.  Pairs utterances by id.
+      The fp32 row itself gets delta 0, interval [0, 0], p-value 1, not
+      significant.
+    * ``qoi_pct``: share (%) of the utterances whose word errors are no more
+      than the same baseline's errors on that utterance (100 for the baseline
+      itself; NaN where ``delta_wer`` is NaN).  A scheme can keep the corpus
+      WER and still break some utterances; this shows how many it did not.
     * ``on_pareto_front``: not dominated in (artifact_bytes, wer) among the ok
-      rows of the same model, corpus and device.
+      rows of the same model, corpus and device whose WER is at most
+      ``pareto_max_wer`` (a fraction; a smaller but unusable model is no
+      trade-off).
 
     Statistics are NaN (``delta_significant`` <NA>) where they cannot be
     computed: rows whose status is not ok, cells without utterance scores (with
-    a warning), or a baseline that failed.  Differing utterance id sets between a cell and its
-    baseline are a pipeline bug and raise ValueError naming both cells.
+    a warning), a device without an fp32 row, or a baseline that failed.
+    Differing utterance id sets between a cell and its baseline are a
+    pipeline bug and raise ValueError naming both cells.
     Every bootstrap uses ``seed``, so the output is deterministic.
     """
     out = summary.copy()
@@ -161,9 +175,10 @@ def add_statistics(
     d_high = np.full(n, np.nan)
     d_p = np.full(n, np.nan)
     d_sig: list[bool | None] = [None] * n
+    qoi = np.full(n, np.nan)
     pareto = np.zeros(n, dtype=bool)
     if n == 0:
-        return _assign(out, ci_low, ci_high, d_wer, d_low, d_high, d_p, d_sig, pareto)
+        return _assign(out, ci_low, ci_high, d_wer, d_low, d_high, d_p, d_sig, qoi, pareto)
 
     required = ["model", "scheme", "library", "device", "corpus"]
     missing = [c for c in required if c not in out.columns]
@@ -203,11 +218,10 @@ def add_statistics(
         model, _scheme, device, corpus = key_of(i)
         b = baselines.get((model, device, corpus))
         if b is None:
-            b = baselines.get((model, FALLBACK_DEVICE, corpus))
-        if b is None:
             continue
         if b == i:
             d_wer[i], d_low[i], d_high[i], d_p[i], d_sig[i] = 0.0, 0.0, 0.0, 1.0, False
+            qoi[i] = 100.0
             continue
         base_scores = ok_scores(b)
         if base_scores is None:
@@ -216,6 +230,8 @@ def add_statistics(
         res = paired_bootstrap_delta(ea, eb, r, n_resamples=n_resamples, seed=seed)
         d_wer[i], d_low[i], d_high[i], d_p[i] = res.delta, res.ci_low, res.ci_high, res.p_value
         d_sig[i] = None if math.isnan(res.delta) else res.significant
+        if not math.isnan(res.delta):
+            qoi[i] = 100.0 * float(np.count_nonzero(ea <= eb)) / ea.size
 
     status_ok = (
         out["status"].astype(str).eq("ok").to_numpy() if "status" in out.columns else np.ones(n, dtype=bool)
@@ -223,15 +239,17 @@ def add_statistics(
     if {"artifact_bytes", "wer"} <= set(out.columns):
         size = pd.to_numeric(out["artifact_bytes"], errors="coerce").to_numpy(np.float64)
         wer = pd.to_numeric(out["wer"], errors="coerce").to_numpy(np.float64)
+        cap = math.inf if pareto_max_wer is None else float(pareto_max_wer)
+        usable = status_ok & (wer <= cap)  # NaN compares False: never on the front
         groups = out[["model", "corpus", "device"]].astype(str).agg("\x1f".join, axis=1).to_numpy()
         for g in pd.unique(groups):
-            pos = np.flatnonzero((groups == g) & status_ok)
+            pos = np.flatnonzero((groups == g) & usable)
             if pos.size:
                 pareto[pos] = pareto_frontier(size[pos], wer[pos])
-    return _assign(out, ci_low, ci_high, d_wer, d_low, d_high, d_p, d_sig, pareto)
+    return _assign(out, ci_low, ci_high, d_wer, d_low, d_high, d_p, d_sig, qoi, pareto)
 
 
-def _assign(out, ci_low, ci_high, d_wer, d_low, d_high, d_p, d_sig, pareto) -> pd.DataFrame:
+def _assign(out, ci_low, ci_high, d_wer, d_low, d_high, d_p, d_sig, qoi, pareto) -> pd.DataFrame:
     out["wer_ci_low"] = ci_low
     out["wer_ci_high"] = ci_high
     out["delta_wer"] = d_wer
@@ -239,6 +257,7 @@ def _assign(out, ci_low, ci_high, d_wer, d_low, d_high, d_p, d_sig, pareto) -> p
     out["delta_ci_high"] = d_high
     out["delta_p_value"] = d_p
     out["delta_significant"] = pd.array(d_sig, dtype="boolean")
+    out["qoi_pct"] = qoi
     out["on_pareto_front"] = pareto
     return out
 
@@ -327,42 +346,78 @@ def _short_reason(reason, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def summary_markdown(summary_with_stats: pd.DataFrame, decimals: int = 2) -> str:
+#: The Markdown table's columns: (header, alignment); a device column follows ``bits`` when a
+#: table holds several devices.
+MD_COLUMNS = (
+    ("scheme", "---"),
+    ("library", "---"),
+    ("bits", "---:"),
+    ("compute", "---"),
+    ("size MB", "---:"),
+    ("compr. %", "---:"),
+    ("mem MB", "---:"),
+    ("WER % [95 % CI]", "---:"),
+    ("ΔWER pp [95 % CI]", "---:"),
+    ("QoI %", "---:"),
+    ("empty", "---:"),
+    ("loop", "---:"),
+    ("RTFx [low, high]", "---:"),
+)
+
+
+def _legend(pareto_max_wer: float | None) -> str:
+    cap = "" if pareto_max_wer is None else f" among the cells with WER ≤ {100 * pareto_max_wer:g} %"
+    return (
+        "**compute**: the dtype the model computes in. **size**: saved artifact, MB (10^6 bytes); "
+        "**compr.**: % smaller than the fp32 artifact; **mem**: model memory once loaded, MB. "
+        "**WER**: % with a 95 % percentile-bootstrap interval over utterances. "
+        "**ΔWER**: WER − fp32 WER of the same model, device and corpus, in percentage points, with a "
+        "paired-bootstrap 95 % interval; `*` = the interval excludes 0; – = no fp32 row on that device. "
+        "**QoI**: % of utterances with no more word errors than fp32 on the same utterance. "
+        "**empty**: utterances with an empty hypothesis (the reference is not); **loop**: utterances "
+        "whose hypothesis repeats a 1–5-word n-gram ≥ 4 times in a row where the reference does not. "
+        "**RTFx**: seconds of audio per second of wall time, median over timed batches [slowest, "
+        f"fastest] (higher is faster). `†`: on the size/WER Pareto front{cap}."
+    )
+
+
+def summary_markdown(
+    summary_with_stats: pd.DataFrame, decimals: int = 2, pareto_max_wer: float | None = PARETO_MAX_WER
+) -> str:
     """One Markdown table per model and corpus, plus the cells that did not run.
 
-    Columns: scheme, library, bits, size MB (artifact_bytes / 1e6), compression
-    %, WER % with its 95 % bootstrap interval (``4.31 [3.10, 5.62]``), ΔWER
-    in percentage points against fp32 with its paired interval and ``*`` when
-    the interval excludes 0, and RTF.  A device column appears when the table
-    holds more than one device.  Unsupported and failed cells are listed below
-    each table with their status and reason.  Row order is :func:`sort_summary`.
+    Columns (:data:`MD_COLUMNS`, explained in a legend above the tables):
+    scheme, library, bits, compute dtype, size MB (artifact_bytes / 1e6),
+    compression %, model memory MB, WER % with its 95 % bootstrap interval
+    (``4.31 [3.10, 5.62]``), ΔWER in percentage points against fp32 with its
+    paired interval and ``*`` when the interval excludes 0, QoI %, the
+    numbers of empty and looping hypotheses, and RTFx with its range over
+    timed batches.  A device column appears when the table holds more than
+    one device.  Unsupported and failed cells are listed below each table
+    with their status and reason.  Row order is :func:`sort_summary`.
+    ``pareto_max_wer`` only words the legend (the front is
+    :func:`add_statistics`' ``on_pareto_front``).
     """
     df = summary_with_stats
     lines = ["# Whisper post-training quantization: summary", ""]
     if df.empty:
         return "\n".join([*lines, "_No cells in the summary._", ""])
-    lines += [
-        "WER in %, with its 95 % percentile-bootstrap interval over utterances. "
-        "ΔWER = WER − fp32 WER of the same model, device and corpus, in percentage points, with a "
-        "paired-bootstrap 95 % interval; `*` marks an interval that excludes 0. Size = artifact size in "
-        "MB (10^6 bytes); compression = % smaller than the fp32 artifact. RTF = wall time / audio time "
-        "(lower is faster). `†` marks the size/WER Pareto front.",
-        "",
-    ]
+    lines += [_legend(pareto_max_wer), ""]
     df = sort_summary(df)
     multi_device = "device" in df.columns and df["device"].astype(str).nunique() > 1
     status = df["status"].astype(str) if "status" in df.columns else pd.Series("ok", index=df.index)
+    columns = list(MD_COLUMNS)
+    if multi_device:
+        columns.insert(3, ("device", "---"))
+    header = [c[0] for c in columns]
     for (model, corpus), g in df.groupby([df["model"].astype(str), df["corpus"].astype(str)], sort=False):
-        lines += [f"## {model} — {corpus}", ""]
         ok = g[status.loc[g.index] == "ok"]
         bad = g[status.loc[g.index] != "ok"]
-        header = ["scheme", "library", "bits"]
-        if multi_device:
-            header.append("device")
-        header += ["size MB", "compression %", "WER % [95 % CI]", "ΔWER pp [95 % CI]", "RTF"]
+        n_utts = {int(v) for v in pd.to_numeric(ok.get("n_utts"), errors="coerce").dropna()} if len(ok) else set()
+        size = f" ({n_utts.pop()} utterances)" if len(n_utts) == 1 else ""
+        lines += [f"## {model} — {corpus}{size}", ""]
         lines.append("| " + " | ".join(header) + " |")
-        align = ["---", "---", "---:"] + (["---"] if multi_device else []) + ["---:"] * 5
-        lines.append("| " + " | ".join(align) + " |")
+        lines.append("| " + " | ".join(c[1] for c in columns) + " |")
         if ok.empty:
             lines.append("| " + " | ".join(["–"] * len(header)) + " |")
         for _, r in ok.iterrows():
@@ -382,6 +437,21 @@ def summary_markdown(summary_with_stats: pd.DataFrame, decimals: int = 2) -> str
     return "\n".join(lines)
 
 
+def _text(v) -> str:
+    """A string cell: – for None/NaN/empty."""
+    if v is None or (not isinstance(v, str) and pd.isna(v)) or str(v).strip() == "":
+        return "–"
+    return _escape(str(v))
+
+
+def _speed(v: float) -> str:
+    """Three significant digits without a trailing point: 0.512, 5.12, 51.2, 512."""
+    if math.isnan(v):
+        return "–"
+    a = abs(v)
+    return f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.2f}" if a >= 1 else f"{v:.3f}"
+
+
 def _row_cells(r: pd.Series, multi_device: bool, decimals: int) -> list[str]:
     d = decimals
     bits = effective_bits(r)
@@ -391,8 +461,10 @@ def _row_cells(r: pd.Series, multi_device: bool, decimals: int) -> list[str]:
     cells = [scheme, _escape(str(r["library"])), "–" if math.isnan(bits) else f"{bits:g}"]
     if multi_device:
         cells.append(_escape(str(r["device"])))
+    cells.append(_text(r.get("compute_dtype")))
     cells.append(_fmt(_num(r.get("artifact_bytes")) / 1e6, ".1f"))
     cells.append(_fmt(r.get("compression_pct"), ".1f"))
+    cells.append(_fmt(r.get("model_mem_mb"), ".0f"))
     wer = _num(r.get("wer")) * 100
     lo, hi = _num(r.get("wer_ci_low")) * 100, _num(r.get("wer_ci_high")) * 100
     w = _fmt(wer, f".{d}f")
@@ -412,5 +484,12 @@ def _row_cells(r: pd.Series, multi_device: bool, decimals: int) -> list[str]:
         if _truthy(r.get("delta_significant")):
             text += " *"
         cells.append(text)
-    cells.append(_fmt(r.get("rtf"), "#.3g"))
+    cells.append(_fmt(r.get("qoi_pct"), ".1f"))
+    cells.append(_fmt(r.get("empty_hyps"), ".0f"))
+    cells.append(_fmt(r.get("looping_hyps"), ".0f"))
+    rtfx, lo_x, hi_x = (_num(r.get(k)) for k in ("rtfx", "rtfx_low", "rtfx_high"))
+    text = _speed(rtfx)
+    if not (math.isnan(rtfx) or math.isnan(lo_x) or math.isnan(hi_x)):
+        text += f" [{_speed(lo_x)}, {_speed(hi_x)}]"
+    cells.append(text)
     return cells

@@ -1,0 +1,178 @@
+"""Summary rows from the cell records (optional keys -> empty) and the study comparison's rule."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from whisperquant.report import study
+from whisperquant.report.aggregate import COLUMNS, build_summary, cell_row
+
+CELL = {"model": "small", "scheme": "quanto-w8", "device": "cpu", "corpus": "test-clean"}
+QUANT = {"status": "ok", "library": "quanto", "method": "w8", "bits": 8, "artifact_bytes": 4e8,
+         "param_bytes": 3.9e8, "float_param_bytes": 1e7, "compute_dtype": "float32"}
+SCORE = {"status": "ok", "n_utts": 10, "ref_words": 200, "errors": 12, "substitutions": 6, "deletions": 2,
+         "insertions": 4, "hits": 192, "wer": 0.06, "empty_hyps": 1, "looping_hyps": 2}
+TIMING = {"status": "ok", "wall_s": 5.0, "audio_s": 50.0, "rtf": 0.1, "rtfx": 10.5, "rtfx_low": 9.0,
+          "rtfx_high": 12.0, "timed_batches": 4, "timing_pass": "warm", "model_mem_mb": 410.5,
+          "peak_rss_mb": 900.0, "threads": 2, "batch_size": 8, "compute_dtype": "bfloat16"}
+
+NEW = ["empty_hyps", "looping_hyps", "insertion_rate", "rtfx", "rtfx_low", "rtfx_high", "timed_batches",
+       "timing_pass", "model_mem_mb", "peak_rss_mb", "threads", "batch_size", "compute_dtype"]
+
+
+def test_columns_hold_the_new_keys_and_keep_the_old():
+    assert set(NEW) <= set(COLUMNS)
+    for old in ("model", "scheme", "wer", "artifact_bytes", "compression_pct", "rtf", "peak_gpu_mb"):
+        assert old in COLUMNS
+    assert len(set(COLUMNS)) == len(COLUMNS)
+
+
+def test_cell_row_copies_the_records():
+    row = cell_row(CELL, QUANT, TIMING, SCORE)
+    assert row["status"] == "ok"
+    assert row["compute_dtype"] == "bfloat16"  # the timing record's wins
+    assert row["insertion_rate"] == pytest.approx(4 / 200)
+    for k in ("empty_hyps", "looping_hyps"):
+        assert row[k] == SCORE[k]
+    for k in ("rtfx", "rtfx_low", "rtfx_high", "timed_batches", "timing_pass", "model_mem_mb", "threads"):
+        assert row[k] == TIMING[k]
+    # no compute dtype in the timing record: the quantize record's
+    assert cell_row(CELL, QUANT, {k: v for k, v in TIMING.items() if k != "compute_dtype"}, SCORE)[
+        "compute_dtype"] == "float32"
+
+
+def test_missing_keys_give_empty_cells(tmp_path):
+    """Records written before these keys existed still aggregate."""
+    old_score = {k: v for k, v in SCORE.items() if k not in ("empty_hyps", "looping_hyps")}
+    old_timing = {k: TIMING[k] for k in ("status", "wall_s", "audio_s", "rtf", "rtfx", "peak_rss_mb")}
+    old_quant = {k: v for k, v in QUANT.items() if k != "compute_dtype"}
+    paths = {}
+    for name, rec in (("quant", old_quant), ("timing", old_timing), ("score", old_score)):
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(rec))
+    failed = {**CELL, "scheme": "bad", **{k: paths[k] for k in ("quant", "score")},
+              "timing": tmp_path / "failed.json"}
+    (tmp_path / "failed.json").write_text(json.dumps({"status": "failed", "reason": "boom", "log": "x.log"}))
+    df = build_summary([{**CELL, **paths}, failed], [{**CELL, "scheme": "nf4", "library": "bnb",
+                                                        "reason": "needs CUDA"}])
+    assert list(df.columns) == COLUMNS
+    ok = df.set_index("scheme").loc["quanto-w8"]
+    assert ok.rtfx == 10.5 and ok.insertion_rate == pytest.approx(0.02)
+    for k in ("empty_hyps", "looping_hyps", "rtfx_low", "rtfx_high", "timed_batches", "model_mem_mb"):
+        assert pd.isna(ok[k]), k
+    assert pd.isna(ok.compute_dtype) and pd.isna(ok.timing_pass)
+    bad = df.set_index("scheme").loc["bad"]
+    assert bad.status == "failed" and math.isnan(bad.insertion_rate)
+    assert df.set_index("scheme").loc["nf4", "status"] == "unsupported"
+    csv = tmp_path / "s.csv"
+    df.to_csv(csv, index=False)
+    assert list(pd.read_csv(csv).columns) == COLUMNS
+
+
+# --------------------------------------------------------------------------- the study
+
+
+def _summary(model: str, corpora=("test-clean", "test-other")) -> pd.DataFrame:
+    rows = []
+    for corpus in corpora:
+        for scheme, lib, wer in (("fp32", "fp32", 0.035), ("bnb-nf4", "bnb", 0.04),
+                                 ("torch-dynamic-int8", "pytorch", 0.036), ("quanto-w8", "quanto", 0.034)):
+            rows.append({"model": model, "scheme": scheme, "library": lib, "device": "cpu", "corpus": corpus,
+                         "status": "ok", "wer": wer, "compression_pct": 60.0, "rtf": 0.1})
+    return pd.DataFrame(rows)
+
+
+HUB_SMALL = {"source": "hub", "repo_id": "openai/whisper-small", "revision": "x"}
+LIBRISPEECH = {"test-clean": {"source": "librispeech", "loader": "hf", "split": "test-clean"},
+               "test-other": {"source": "librispeech", "loader": "openslr", "split": "test-other"}}
+
+
+def test_study_numeric_only_for_the_study_cells():
+    df = study.compare(_summary("small"), "test-clean", "test-other", models={"small": HUB_SMALL},
+                       corpora=LIBRISPEECH)
+    assert "comparable" in df.columns and len(df) == len(study.reference())
+    assert set(df["comparable"]) == {"numeric"}
+    wer = df[(df.scheme == "fp32") & (df.study_corpus == "test-clean") & (df.metric == "WER %")].iloc[0]
+    assert wer.ours == pytest.approx(3.5) and wer.difference == pytest.approx(3.5 - 3.48)
+    md = study.comparison_markdown(df)
+    assert "+0.02" in md and "(direction only)" not in md.split("\n", 2)[2]
+
+
+@pytest.mark.parametrize(
+    ("models", "corpora", "numeric_size"),
+    [
+        ({"small": {"source": "pypi_ct2"}}, LIBRISPEECH, False),  # another source
+        ({"small": {"source": "hub", "repo_id": "openai/whisper-small.en"}}, LIBRISPEECH, False),
+        ({"small": HUB_SMALL}, {k: {**v, "limit": 100} for k, v in LIBRISPEECH.items()}, True),  # a subset
+        ({"small": HUB_SMALL}, {"test-clean": {"source": "embedded"}, "test-other": {"source": "noisy"}}, True),
+        (None, None, False),  # no specs: nothing is numeric
+    ],
+    ids=["ct2", "small.en", "limit", "other-speech", "no-specs"],
+)
+def test_study_direction_only(models, corpora, numeric_size):
+    df = study.compare(_summary("small"), "test-clean", "test-other", models=models, corpora=corpora)
+    on_test_set = df[df.study_corpus != "(any)"]
+    assert set(on_test_set["comparable"]) == {"direction-only"}
+    assert on_test_set["difference"].isna().all() and on_test_set["ours"].notna().any()  # ours still shown
+    size = df[df.study_corpus == "(any)"]
+    assert set(size["comparable"]) == {"numeric" if numeric_size else "direction-only"}
+    measured = size[size["ours"].notna()]
+    assert len(measured) and measured["difference"].notna().all() == numeric_size
+    md = study.comparison_markdown(df)
+    for line in md.splitlines():
+        if "| direction-only |" in line:
+            assert line.rstrip().endswith("| (direction only) |")
+            assert not any(cell.strip().startswith(("+", "-")) for cell in line.split("|")[-2:])
+
+
+def test_study_default_config_is_direction_only(default_config):
+    df = study.compare(_summary("base", ("clean", "noisy")), "clean", "noisy",
+                       models=default_config["models"], corpora=default_config["corpora"])
+    assert len(df) and set(df["comparable"]) == {"direction-only"}
+    assert np.isnan(df["difference"].to_numpy(float)).all()
+
+
+# --------------------------------------------------------------------------- the whole report
+
+
+def test_write_report_end_to_end(tmp_path):
+    from whisperquant.report.aggregate import write_report
+
+    rng = np.random.default_rng(0)
+    ids = [f"u{i:03d}" for i in range(40)]
+    words = rng.integers(5, 20, len(ids))
+    base_err = rng.binomial(words, 0.05)
+    cells = []
+    for scheme, lib, extra, size in (("fp32", "fp32", 0.0, 1e8), ("int8", "pytorch", 0.03, 4e7),
+                                     ("junk", "hqq", 0.9, 1e7)):
+        err = base_err + rng.binomial(words, extra)
+        d = tmp_path / scheme
+        d.mkdir()
+        utt = pd.DataFrame({"id": ids, "ref_words": words, "substitutions": err, "deletions": 0, "insertions": 0,
+                            "hits": words - np.minimum(err, words), "errors": err, "empty": 0,
+                            "looping": (np.arange(len(ids)) < (3 if scheme == "junk" else 0)).astype(int)})
+        utt.to_csv(d / "utts.tsv", sep="\t", index=False)
+        score = {**SCORE, "n_utts": len(ids), "ref_words": int(words.sum()), "errors": int(err.sum()),
+                 "wer": float(err.sum() / words.sum()), "looping_hyps": int(utt.looping.sum()), "empty_hyps": 0}
+        for name, rec in (("quant", {**QUANT, "library": lib, "artifact_bytes": size}), ("timing", TIMING),
+                          ("score", score)):
+            (d / f"{name}.json").write_text(json.dumps(rec))
+        cells.append({**CELL, "scheme": scheme, "corpus": "clean", **{k: str(d / f"{k}.json")
+                      for k in ("quant", "timing", "score")}, "utts": str(d / "utts.tsv")})
+    out = tmp_path / "report"
+    write_report(cells, [], out / "summary.csv", out / "summary.md", out / "plots", n_resamples=100, seed=0,
+                 clean="clean", noisy=None, out_study=out / "study.csv", pareto_max_wer=0.5,
+                 models={"small": {"source": "pypi_ct2"}}, corpora={"clean": {"source": "embedded"}})
+    df = pd.read_csv(out / "summary.csv").set_index("scheme")
+    assert {*NEW, "qoi_pct", "on_pareto_front"} <= set(df.columns)
+    assert df.loc["fp32", "qoi_pct"] == 100 and df.loc["int8", "qoi_pct"] < 100
+    assert df.loc["junk", "wer"] > 0.5 and not df.loc["junk", "on_pareto_front"]
+    assert df.loc["int8", "on_pareto_front"] and df.loc["junk", "looping_hyps"] == 3
+    md = (out / "summary.md").read_text()
+    assert "QoI %" in md and "WER ≤ 50 %" in md and "| direction-only |" in md
+    assert set(pd.read_csv(out / "study.csv")["comparable"]) == {"direction-only"}
+    assert (out / "plots" / "size_vs_wer.png").stat().st_size > 5000
