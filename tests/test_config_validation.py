@@ -73,7 +73,8 @@ CASES = [
     ("duplicate-grid-scheme", _set("grid/schemes", ["fp32", "fp32"]), "grid.schemes", ["'all'", "non-unique"]),
     ("unknown-grid-model", _set("grid/models", ["tiny.en", "large-v3"]), "grid.models[1]", ["tiny.en, base"]),
     ("unknown-grid-corpus", _set("grid/corpora", ["clean", "other"]), "grid.corpora[1]", ["clean, noisy"]),
-    ("unknown-grid-scheme", _set("grid/schemes", ["fp32", "int3"]), "grid.schemes[1]", ["fp32, torch-dynamic-int8"]),
+    ("unknown-grid-scheme", _set("grid/schemes", ["fp32", "int3"]), "grid.schemes[1]",
+     ["fp32, fp16, torch-dynamic-int8"]),
     ("no-fp32-baseline", _set("grid/schemes", ["torch-dynamic-int8", "bnb-nf4"]), "grid.schemes",
      ["fp32 baseline", "library: fp32"]),
     ("noisy-from-unknown", _set("corpora/noisy/from", "nowhere"), "corpora.noisy.from", ["unknown corpus"]),
@@ -102,7 +103,7 @@ CASES = [
      "corpora.ls.split", ["dev-clean"]),
     ("report-unknown-corpus", _set("report/noisy_corpus", "dirty"), "report.noisy_corpus", ["unknown corpus"]),
     ("unknown-library", _set("schemes/onnx-int8", {"library": "onnxruntime"}), "schemes.onnx-int8.library",
-     ["bnb, fp32, hqq, pytorch, quanto, torchao"]),
+     ["bnb, fp16, fp32, hqq, pytorch, quanto, torchao"]),
     ("bits-not-offered", _set("schemes/hqq-4bit-g64/bits", 5), "schemes.hqq-4bit-g64.bits", ["1, 2, 3, 4, 8"]),
     ("bnb-int4", _set("schemes/bnb-nf4/quant_type", "int4"), "schemes.bnb-nf4.quant_type", ["'nf4'", "'fp4'"]),
     ("bnb-double-quant-int8", _all(_set("schemes/bnb-nf4/quant_type", "int8"), _set("schemes/bnb-nf4/double_quant",
@@ -142,7 +143,7 @@ def test_schema_fills_defaults(default_config):
     assert cfg["transcription"]["max_new_tokens"] == 128
     assert cfg["transcription"]["exclusive"] is True
     assert cfg["transcription"]["timing"] == {"warmup_batches": 1, "min_timed_s": 10, "min_timed_batches": 3}
-    assert cfg["report"] == {"bootstrap_resamples": 1000, "seed": 0}
+    assert cfg["report"] == {"bootstrap_resamples": 1000, "seed": 0, "pareto_max_wer": 0.5}
     assert cfg["resources_per_rule"] == {"runtime_minutes": 120}
 
 

@@ -323,7 +323,7 @@ STAGE_CODE = {
     "quantize": ("quantize", "jobs.py", "records.py", "data/audio.py", "data/manifest.py", "evaluate/transcribe.py"),
     "transcribe": ("quantize", "evaluate/transcribe.py", "jobs.py", "records.py", "data/audio.py",
                    "data/manifest.py"),
-    "score": ("evaluate/scoring.py", "jobs.py", "records.py", "data/manifest.py"),
+    "score": ("evaluate/scoring.py", "evaluate/regressions.py", "jobs.py", "records.py", "data/manifest.py"),
     "report": ("report", "evaluate/stats.py", "records.py"),
 }
 
