@@ -382,24 +382,16 @@ def _draw_points(ax, sub: pd.DataFrame, style: _Style, x: str, y: str, xerr=Fals
     for (model, lib), g in sub.groupby(["model", "library"], sort=True):
         ye = _yerr(g, y, *yrange) if yrange else _yerr(g) if yerr else None
         xe = _yerr(g) if xerr else None
-        bars = ax.errorbar(
-            g[x],
-            g[y],
-            yerr=ye,
-            xerr=xe,
-            fmt=style.marker(model),
-            color=style.color(lib),
-            ms=5.5,
-            mec="white",
-            mew=0.5,
-            ecolor=style.color(lib),
-            elinewidth=0.8,
-            capsize=2,
-            alpha=0.9,
-            ls="none",
-            zorder=3,
-        )
-        bars.lines[0].set_label(f"_points:{model}:{lib}")
+        _errorbar_points(ax, g[x], g[y], xe, ye, style, model, lib, elinewidth=0.8, capsize=2)
+
+
+def _errorbar_points(ax, xs, ys, xerr, yerr, style: _Style, model: str, lib: str, elinewidth: float,
+                     capsize: float) -> None:
+    """One (model, library) series of points with error bars, labelled for the figure tests."""
+    bars = ax.errorbar(xs, ys, yerr=yerr, xerr=xerr, fmt=style.marker(model), color=style.color(lib), ms=5.5,
+                       mec="white", mew=0.5, ecolor=style.color(lib), elinewidth=elinewidth, capsize=capsize,
+                       alpha=0.9, ls="none", zorder=3)
+    bars.lines[0].set_label(f"_points:{model}:{lib}")
 
 
 # --------------------------------------------------------------------------- plots
@@ -605,23 +597,8 @@ def clean_vs_noisy_figure(
             ye = np.nan_to_num(
                 np.vstack([h["wer_pct_n"] - h["lo_pct_n"], h["hi_pct_n"] - h["wer_pct_n"]]).clip(0)
             )
-            bars = ax.errorbar(
-                h["wer_pct_c"],
-                h["wer_pct_n"],
-                xerr=xe,
-                yerr=ye,
-                fmt=style.marker(model),
-                color=style.color(lib),
-                ms=5.5,
-                mec="white",
-                mew=0.5,
-                elinewidth=0.7,
-                capsize=1.5,
-                alpha=0.9,
-                ls="none",
-                zorder=3,
-            )
-            bars.lines[0].set_label(f"_points:{model}:{lib}")
+            _errorbar_points(ax, h["wer_pct_c"], h["wer_pct_n"], xe, ye, style, model, lib, elinewidth=0.7,
+                             capsize=1.5)
         allv = pd.concat([g["wer_pct_c"], g["wer_pct_n"]]).to_numpy()
         allv = allv[np.isfinite(allv)]
         lo, hi = float(allv.min()), float(allv.max())
