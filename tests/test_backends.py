@@ -260,12 +260,22 @@ def test_artifact_is_smaller_by_the_bit_width_factor(quantized, tiny_whisper_dir
 
 
 @pytest.mark.parametrize("vid", IDS)
-def test_method_and_bits_describe_the_scheme(vid):
+def test_declarations_agree_with_each_other(vid):
+    """What a backend declares about a scheme (kind, calibration, compute dtype, bits) is one story.
+
+    Weight-only schemes dequantise into a float matmul, so they must not claim int8 compute;
+    dynamic and static schemes quantise activations too (int8, or float8 for quanto's float8
+    activations); only static ones calibrate.
+    """
     v = BY_ID[vid]
     b, p = get_backend(v.library), _resolve(v)
-    method = b.method(p)
+    method, compute = b.method(p), b.compute_dtype(p, "cpu")
     assert v.kind in method, method
     assert ("static" in method) == b.needs_calibration(p) == (v.kind == "static")
+    if v.kind == "weight-only":
+        assert compute in ("float32", "float16", "bfloat16"), compute
+    else:
+        assert compute.startswith("int8") or compute.startswith("float8"), compute
     assert b.bits(p) in (1, 2, 3, 4, 8)
     reason = b.unsupported_reason(p, "cpu")
     # The only CPU restriction: torch.ao static with full 8-bit activations on an x86 CPU without VNNI.
