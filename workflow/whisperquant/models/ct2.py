@@ -304,7 +304,11 @@ def whisper_config_dict(state: dict[str, np.ndarray], ct2: CT2Model, tokenizer: 
 def generation_config_dict(ct2_config: dict, tokenizer: dict) -> dict:
     """Generation settings (suppression lists, special ids) from CTranslate2's config.json."""
     vocab = {t["content"]: t["id"] for t in tokenizer.get("added_tokens", [])}
-    multilingual = "<|en|>" in vocab
+    # OpenAI's rule: multilingual checkpoints have >= 51,865 tokens.  English-only tokenizers list the
+    # language tokens too, so their presence says nothing; and a generation config with `lang_to_id`
+    # makes transformers detect a language (a second encoder pass) and put its token in the prompt.
+    size = 1 + max([*vocab.values(), *tokenizer.get("model", {}).get("vocab", {}).values()])
+    multilingual = size >= 51865
     eot = vocab["<|endoftext|>"]
     gen = {
         "decoder_start_token_id": vocab["<|startoftranscript|>"],
