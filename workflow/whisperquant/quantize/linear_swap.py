@@ -86,9 +86,15 @@ def _shares(v: torch.Tensor, tensors: dict[str, torch.Tensor], key: str) -> bool
 
 
 def load_tensors(artifact_dir: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    """Every tensor of the artifact, in memory the process owns.
 
-    return load_file(str(artifact_dir / WEIGHTS))
+    ``safetensors.torch.load_file`` maps the file, and a mapped page only becomes
+    resident when first touched, so the memory a freshly loaded model holds would
+    depend on what inference touched; reading the bytes makes it the artifact's size.
+    """
+    from safetensors.torch import load
+
+    return load(Path(artifact_dir, WEIGHTS).read_bytes())
 
 
 def float_state(model: torch.nn.Module, skip_prefixes: list[str]) -> dict[str, torch.Tensor]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..base import Backend
+from ..base import Backend, fill, skeleton
+from ..linear_swap import load_tensors
 
 _DTYPES = ("float16", "bfloat16")
 
@@ -43,9 +44,5 @@ class FP16(Backend):
         model.save_pretrained(out_dir, safe_serialization=True)
 
     def load(self, base_model_dir, params, artifact_dir, device):
-        from transformers import WhisperForConditionalGeneration
-
-        model = WhisperForConditionalGeneration.from_pretrained(
-            str(artifact_dir), dtype=params["dtype"], use_safetensors=True, trust_remote_code=False,
-            attn_implementation="sdpa")
-        return model.eval().to(device)
+        model = fill(skeleton(artifact_dir), load_tensors(artifact_dir))
+        return model.to(device) if device != "cpu" else model

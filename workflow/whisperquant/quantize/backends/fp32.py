@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..base import Backend, load_fp32
+from ..base import Backend, fill, skeleton
+from ..linear_swap import load_tensors
 
 
 class FP32(Backend):
@@ -21,4 +22,6 @@ class FP32(Backend):
         model.save_pretrained(out_dir, safe_serialization=True)
 
     def load(self, base_model_dir, params, artifact_dir, device):
-        return load_fp32(artifact_dir, device)
+        """The saved checkpoint onto a weightless skeleton, in owned memory (as every other backend loads)."""
+        model = fill(skeleton(artifact_dir), load_tensors(artifact_dir))
+        return model.to(device) if device != "cpu" else model
