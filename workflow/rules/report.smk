@@ -45,7 +45,7 @@ rule aggregate:
         unsupported=unsupported_records(),
         report=config["report"],
         # which cells are the study's own (numeric comparison) -- see whisperquant/report/study.py
-        models=config["models"],
+        models={m: model_params(spec) for m, spec in config["models"].items()},
         corpora=config["corpora"],
     script:
         "../scripts/aggregate.py"
