@@ -209,6 +209,7 @@ def test_grid_block_lists_name_the_block(default_config):
     with pytest.raises(ConfigError, match=r"^grid\[1\]\.schemes\[1\]: unknown scheme 'int3'"):
         _check(cfg)
     cfg = copy.deepcopy(default_config)
-    cfg["grid"][2]["devices"] = ["tpu"]
-    with pytest.raises(ConfigError, match=r"^grid\[2\]\.devices\[0\]: 'tpu' is not valid"):
+    cfg["grid"][-1]["devices"] = ["tpu"]
+    last = len(cfg["grid"]) - 1
+    with pytest.raises(ConfigError, match=rf"^grid\[{last}\]\.devices\[0\]: 'tpu' is not valid"):
         _check(cfg)
