@@ -163,7 +163,7 @@ def _fault_in(model) -> None:
     with torch.no_grad():
         for t in [*model.parameters(), *model.buffers()]:
             if t.device.type == "cpu" and not t.is_quantized and not hasattr(t, "__tensor_flatten__") and t.numel():
-                t.view(-1)[:: max(1, 4096 // t.element_size())].sum()  # one element per 4 KiB page
+                t.reshape(-1)[:: max(1, 4096 // t.element_size())].sum()  # one element per 4 KiB page
 
 
 def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict, artifact_dir: str | Path,
