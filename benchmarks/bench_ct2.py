@@ -108,13 +108,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="base")
     ap.add_argument("--schemes", default=DEFAULT_SCHEMES)
-    cfg = _common.config()
+    from whisperquant.config import validate_schema
+
+    cfg = validate_schema(_common.config())  # the schema's defaults fill what the config leaves out
     t = cfg["transcription"]
     ap.add_argument("--batch-size", type=int, default=t["batch_size"])
     ap.add_argument("--threads", type=int, default=t["threads"])
     ap.add_argument("--limit", type=int, default=None, help="first N utterances, unpacked (default: the corpus)")
     args = ap.parse_args()
-    timing = json.dumps({"warmup_batches": 1, "min_timed_s": 10, "min_timed_batches": 3, **t.get("timing", {})})
+    timing = json.dumps(t["timing"])
     mdir, manifest = str(_common.model_dir(args.model)), str(_common.corpus(args.limit))
     fmt = {"threads": args.threads, "mdir": mdir, "manifest": manifest, "bs": args.batch_size, "timing": timing,
            "max_new": t["max_new_tokens"]}

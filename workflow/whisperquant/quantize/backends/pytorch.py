@@ -162,8 +162,6 @@ class PyTorch(LinearSwapBackend):
             names = target_linears(model, params["targets"])
             spec = dict.fromkeys(names, self._qconfig(params))
             return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
-        if not calibration:
-            raise ValueError("static quantisation needs a calibration set")
         names = self._structure(model, params)
         for n in names:
             prepare(model.get_submodule(n), inplace=True)

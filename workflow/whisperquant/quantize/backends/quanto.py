@@ -99,8 +99,6 @@ class Quanto(Backend):
 
         self._apply(model, params)
         if self.needs_calibration(params):
-            if not calibration:
-                raise ValueError("quanto activation quantisation needs a calibration set")
             with Calibration(momentum=params["calibration_momentum"]):
                 run_calibration(model, calibration, "quanto activation quantisation")
         freeze(model)
