@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from whisperquant.report.aggregate import MEASURED_COLUMNS
 from workflow_utils import REPO, small_config, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -37,7 +38,6 @@ RUN_TIMEOUT_S = int(os.environ.get("WHISPERQUANT_SLURM_RUN_TIMEOUT", "480"))
 # The cluster-down run must fail within this many seconds (acceptance: within a minute).
 DOWN_LIMIT_S = 60
 # summary.csv columns that are measurements of the run itself (time, memory), not results.
-MEASURED = {"wall_s", "rtf", "rtfx", "peak_rss_mb", "peak_gpu_mb"}
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
 SBATCH = re.compile(r"^sbatch call: (sbatch .*)$", re.MULTILINE)
 RUN_ID = re.compile(r"SLURM run ID: (\S+)")
@@ -303,7 +303,7 @@ def test_results_byte_identical_to_local_run(runs):
     # The report agrees in everything but the run's own measurements (time, memory).
     sa = pd.read_csv(local / "results" / "report" / "summary.csv")
     sb = pd.read_csv(slurm / "results" / "report" / "summary.csv")
-    keep = [c for c in sa.columns if c not in MEASURED]
+    keep = [c for c in sa.columns if c not in MEASURED_COLUMNS]
     assert list(sa.columns) == list(sb.columns)
     pd.testing.assert_frame_equal(sa[keep], sb[keep])
 

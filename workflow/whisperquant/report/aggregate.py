@@ -25,6 +25,10 @@ COLUMNS = [
     "wall_s", "audio_s", "rtf", "rtfx", "rtfx_low", "rtfx_high", "timed_batches", "timing_pass",
     "model_mem_mb", "peak_rss_mb", "peak_gpu_mb", "batch_size", "threads",
 ]
+#: Summary columns that are this run's own measurements (time, memory): they differ between
+#: two runs of the same config, every other column is reproduced exactly.
+MEASURED_COLUMNS = frozenset({"wall_s", "rtf", "rtfx", "rtfx_low", "rtfx_high", "timed_batches",
+                              "model_mem_mb", "peak_rss_mb", "peak_gpu_mb"})
 #: Score-record keys copied into an ok row.
 SCORE_KEYS = ("n_utts", "ref_words", "errors", "substitutions", "deletions", "insertions", "wer",
               "empty_hyps", "looping_hyps")
