@@ -3,8 +3,6 @@
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from whisperquant.config import (  # noqa: E402
@@ -18,14 +16,14 @@ from whisperquant.config import (  # noqa: E402
     validate_schema,
 )
 
-# whisperquant's own validation first: its messages name the key path (Snakemake's
-# validate() would report the same schema error as a dump of schema and config).
+# whisperquant's own schema validation (the same JSON schema snakemake.utils.validate
+# would use, defaults filled in the same way), because its messages name the key path
+# where validate() dumps the schema and the config.
 try:
     validate_schema(config)
     SCHEMES = check_config(config)
 except ConfigError as e:
     raise WorkflowError(f"invalid configuration: {e}") from None
-validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config["results"]
 RESOURCES = config["resources"]

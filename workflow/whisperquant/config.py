@@ -48,7 +48,7 @@ def validate_schema(config: dict) -> dict:
     """
     import jsonschema
 
-    schema = yaml.safe_load(SCHEMA.read_text())
+    schema = yaml.load(SCHEMA.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     cls = jsonschema.validators.validator_for(schema)
     validator = _with_defaults(cls)(schema)
     errors = sorted(validator.iter_errors(config),
