@@ -94,11 +94,13 @@ class Backend(ABC):
         """Cross-parameter checks of a backend (override)."""
 
     def unsupported_reason(self, params: dict, device: str) -> str | None:
-        """Why this backend cannot run ``params`` on ``device`` here, or None."""
+        """Why this library cannot run ``params`` on ``device`` at all, or None.
+
+        Whether the device is there is not the backend's question: the config decides
+        that (``devices.cuda.available``, :func:`whisperquant.config.cells`).
+        """
         if device not in self.devices:
             return f"{self.library} has no {device} implementation in this pipeline"
-        if device == "cuda" and not cuda_present():
-            return "CUDA is not available on this machine"
         return None
 
     def needs_calibration(self, params: dict) -> bool:
