@@ -2,6 +2,8 @@
 
 
 rule import_model:
+    input:
+        source=model_source_input,
     output:
         directory(f"{RESOURCES}/models/{{model}}"),
     log:

