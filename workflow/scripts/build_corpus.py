@@ -8,5 +8,5 @@ build_corpus_job(
     snakemake.params.spec,
     snakemake.output[0],
     downloads_dir(snakemake.config),
-    snakemake.input.source[0] if snakemake.input.source else None,
+    snakemake.input.source[0] if "from" in snakemake.params.spec else None,  # a derived corpus
 )

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...records import write_text
 from ..audio import AudioError, decode_bytes, to_mono_16k
 from ..fetch import FetchError, download
 from ..manifest import (  # noqa: F401  (re-exported for callers of this module)
@@ -160,7 +161,12 @@ def _select(available: Iterable[str], ids: Iterable[str] | None, limit: int | No
 
 
 def _materialise(utts: Iterable[_Utt], out_dir: str | Path) -> Path:
-    return materialise(((u.id, u.reference, lambda u=u: _decode_flac(u.audio(), u.id)) for u in utts), out_dir)
+    """The corpus, and ``speakers.tsv``: a LibriSpeech id is ``<speaker>-<chapter>-<utterance>``."""
+    utts = list(utts)
+    manifest = materialise(((u.id, u.reference, lambda u=u: _decode_flac(u.audio(), u.id)) for u in utts), out_dir)
+    write_text(Path(out_dir) / "speakers.tsv",
+               "id\tspeaker\n" + "".join(f"{u.id}\t{u.id.split('-')[0]}\n" for u in sorted(utts, key=lambda u: u.id)))
+    return manifest
 
 
 # ---- Hugging Face

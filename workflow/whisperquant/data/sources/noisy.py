@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...records import write_text
 from ..audio import SAMPLE_RATE, AudioError, mix_noise
 from ..manifest import materialise, read_manifest
 
@@ -43,4 +44,10 @@ def build_noisy(source_dir: str | Path, out_dir: str | Path, snr_db: float, seed
             return mix_noise(samples, snr_db, utterance_seed(seed, row.id))
         return load
 
-    return materialise(((r.id, r.reference, loader(r)) for r in rows), out_dir)
+    manifest = materialise(((r.id, r.reference, loader(r)) for r in rows), out_dir)
+    speakers, target = source_dir / "speakers.tsv", Path(out_dir) / "speakers.tsv"
+    if speakers.exists():  # the same utterances, the same speakers
+        write_text(target, speakers.read_text(encoding="utf-8"))
+    elif target.exists():
+        target.unlink()
+    return manifest
