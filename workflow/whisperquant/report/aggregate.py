@@ -83,23 +83,41 @@ def build_summary(cells: list[dict], unsupported: list[dict]) -> pd.DataFrame:
     return df.sort_values(["model", "corpus", "device", "scheme"], kind="stable").reset_index(drop=True)
 
 
+def read_speakers(path: str | Path) -> dict[str, str]:
+    """``speakers.tsv`` (``id``, ``speaker``) of a corpus as {utterance id: speaker}."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0] != "id\tspeaker":
+        raise ValueError(f"{path}: header is not 'id<TAB>speaker'")
+    out = {}
+    for n, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != 2 or not all(fields):
+            raise ValueError(f"{path}:{n}: expected an id and a speaker")
+        out[fields[0]] = fields[1]
+    return out
+
+
 def write_report(cells: list[dict], unsupported: list[dict], out_csv: str | Path, out_md: str | Path,
                  plot_dir: str | Path, n_resamples: int, seed: int, clean: str | None, noisy: str | None,
                  out_study: str | Path | None = None, pareto_max_wer: float | None = 0.5,
-                 models: dict | None = None, corpora: dict | None = None) -> None:
+                 models: dict | None = None, corpora: dict | None = None,
+                 speakers: dict[str, str | Path] | None = None) -> None:
     """Write summary.csv, summary.md, the study comparison and the plots.
 
     ``pareto_max_wer``: WER (fraction) above which a cell is never on the Pareto
     front; ``models``/``corpora``: the config's specs, which decide where the
-    study's figures are compared numerically (:func:`study.compare`).
+    study's figures are compared numerically (:func:`study.compare`);
+    ``speakers``: corpus -> its ``speakers.tsv``, for a bootstrap over speakers
+    (``report.bootstrap_unit: speaker``).
     """
     from . import plots, study, tables
 
     df = build_summary(cells, unsupported)
     utt = {(c["model"], c["scheme"], c["device"], c["corpus"]): tables.read_utt_scores(c["utts"])
            for c in cells}
+    clusters = {corpus: read_speakers(path) for corpus, path in (speakers or {}).items()}
     df = tables.add_statistics(df, {k: v for k, v in utt.items() if len(v)}, n_resamples=n_resamples, seed=seed,
-                               pareto_max_wer=pareto_max_wer)
+                               pareto_max_wer=pareto_max_wer, speakers=clusters)
     df = tables.sort_summary(df)
     _atomic_csv(df, out_csv)
     md = tables.summary_markdown(df, pareto_max_wer=pareto_max_wer)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..evaluate.stats import bootstrap_wer_ci, paired_bootstrap_delta, pareto_frontier
+from ..evaluate.stats import bootstrap_wer_ci, cluster_sums, paired_bootstrap_delta, pareto_frontier
 
 __all__ = [
     "LIBRARY_ORDER",
@@ -94,8 +94,8 @@ def _baseline_index(summary: pd.DataFrame) -> dict[tuple[str, str, str], int]:
 
 def _paired_arrays(
     cell: pd.DataFrame, base: pd.DataFrame, cell_key: CellKey, base_key: CellKey
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Align a cell's utterances with its baseline's by id; raise if they are not the same set."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Align a cell's utterances with its baseline's by id (returned too); raise if they are not the same set."""
     ids_c = cell["id"].astype(str)
     ids_b = base["id"].astype(str)
     for name, ids, key in (("cell", ids_c, cell_key), ("baseline", ids_b, base_key)):
@@ -128,6 +128,7 @@ def _paired_arrays(
         merged["errors_c"].to_numpy(np.float64),
         merged["errors_b"].to_numpy(np.float64),
         merged["ref_words_c"].to_numpy(np.float64),
+        merged["id"].tolist(),
     )
 
 
@@ -137,8 +138,14 @@ def add_statistics(
     n_resamples: int = 1000,
     seed: int = 0,
     pareto_max_wer: float | None = PARETO_MAX_WER,
+    speakers: Mapping[str, Mapping[str, str]] | None = None,
 ) -> pd.DataFrame:
     """Return a copy of ``summary`` with the columns of :data:`STAT_COLUMNS` added.
+
+    With ``speakers`` (corpus -> {utterance id: speaker}), both bootstraps of a
+    cell on such a corpus resample speakers (with all their utterances) instead
+    of utterances: the cluster bootstrap, for utterances of one speaker are not
+    independent.  ``qoi_pct`` stays per utterance.
 
     ``utt_scores`` maps ``(model, scheme, device, corpus)`` to that cell's
     per-utterance scores (columns ``id``, ``ref_words``, ``errors`` at least).
@@ -209,13 +216,12 @@ def add_statistics(
         if scores is None:
             continue
         scores = scores.assign(id=scores["id"].astype(str)).sort_values("id", kind="mergesort")
-        ci_low[i], ci_high[i] = bootstrap_wer_ci(
-            scores["errors"].to_numpy(np.float64),
-            scores["ref_words"].to_numpy(np.float64),
-            n_resamples=n_resamples,
-            seed=seed,
-        )
         model, _scheme, device, corpus = key_of(i)
+        clusters = (speakers or {}).get(corpus)
+        errors, words = scores["errors"].to_numpy(np.float64), scores["ref_words"].to_numpy(np.float64)
+        if clusters is not None:
+            errors, words = cluster_sums(scores["id"], clusters, errors, words, where=f"corpus {corpus}: ")
+        ci_low[i], ci_high[i] = bootstrap_wer_ci(errors, words, n_resamples=n_resamples, seed=seed)
         b = baselines.get((model, device, corpus))
         if b is None:
             continue
@@ -226,8 +232,12 @@ def add_statistics(
         base_scores = ok_scores(b)
         if base_scores is None:
             continue
-        ea, eb, r = _paired_arrays(scores, base_scores, key_of(i), key_of(b))
-        res = paired_bootstrap_delta(ea, eb, r, n_resamples=n_resamples, seed=seed)
+        ea, eb, r, ids = _paired_arrays(scores, base_scores, key_of(i), key_of(b))
+        if clusters is not None:
+            ca, cb, cr = cluster_sums(ids, clusters, ea, eb, r, where=f"corpus {corpus}: ")
+            res = paired_bootstrap_delta(ca, cb, cr, n_resamples=n_resamples, seed=seed)
+        else:
+            res = paired_bootstrap_delta(ea, eb, r, n_resamples=n_resamples, seed=seed)
         d_wer[i], d_low[i], d_high[i], d_p[i] = res.delta, res.ci_low, res.ci_high, res.p_value
         d_sig[i] = None if math.isnan(res.delta) else res.significant
         if not math.isnan(res.delta):
