@@ -1,4 +1,4 @@
-# Corpora: embedded registry speech, its noisy condition, LibriSpeech.
+# Corpora: embedded registry speech, its noisy condition, LibriSpeech, the user's own speech.
 
 
 rule build_corpus:
@@ -14,7 +14,7 @@ rule build_corpus:
         mem_mb=2000,
         runtime=60,
     params:
-        code=code_digest("corpus"),
+        code=lambda wc: code_digest("corpus", config["corpora"][wc.corpus]["source"]),
         spec=lambda wc: config["corpora"][wc.corpus],
     script:
         "../scripts/build_corpus.py"

@@ -16,7 +16,7 @@ rule quantize:
         mem_mb=lambda wc: model_mem_mb(wc.model, 2.0),
         runtime=60,
     params:
-        code=code_digest("quantize"),
+        code=lambda wc: code_digest("quantize", SCHEMES[wc.scheme]["library"]),
         scheme=scheme_params,
         calibration_utterances=lambda wc: CALIBRATION["utterances"] if needs_calibration(wc.scheme) else 0,
     script:

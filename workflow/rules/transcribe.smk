@@ -19,7 +19,7 @@ rule transcribe:
         runtime=config["resources_per_rule"]["runtime_minutes"],
         gpu=lambda wc: 1 if wc.device == "cuda" else 0,
     params:
-        code=code_digest("transcribe"),
+        code=lambda wc: code_digest("transcribe", SCHEMES[wc.scheme]["library"]),
         scheme=scheme_params,
         transcription=lambda wc: transcription_params(config, wc.device),
     script:

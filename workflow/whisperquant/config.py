@@ -14,7 +14,9 @@ on a device are decided here, before any job runs, and reported as
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -359,7 +361,8 @@ PACKAGE = Path(__file__).resolve().parent
 
 #: The package sources each stage runs: a change to one of them reruns that stage
 #: (Snakemake compares this digest, passed as a rule parameter) and nothing else.
-#: Folders count with every ``.py`` file below them.
+#: Folders count with every ``.py`` file below them; of :data:`VARIANT_DIRS`, only the
+#: cell's own corpus source or library module.
 STAGE_CODE = {
     "model": ("models", "data/fetch.py", "records.py"),
     "corpus": ("data", "records.py"),
@@ -371,8 +374,35 @@ STAGE_CODE = {
 }
 
 
-def code_digest(stage: str) -> str:
-    """sha256 over the sources a stage runs (sorted paths and contents)."""
+#: Folders of one module per variant (a corpus source, a quantization library).  A stage's
+#: digest for one variant counts only that variant's module there (and the sibling modules it
+#: imports), so editing or adding one library's backend never reruns another library's cells.
+VARIANT_DIRS = ("data/sources", "quantize/backends")
+_SIBLING_IMPORT = re.compile(r"^\s*from \.(\w+) import", re.MULTILINE)
+
+
+def _variant_modules(folder: Path, variant: str) -> set[str]:
+    """``variant`` and the sibling modules it imports (``from .name import``), transitively."""
+    wanted, todo = set(), [variant]
+    while todo:
+        name = todo.pop()
+        if name in wanted:
+            continue
+        wanted.add(name)
+        module = folder / f"{name}.py"
+        if module.exists():
+            todo.extend(_SIBLING_IMPORT.findall(module.read_text(encoding="utf-8")))
+    return wanted
+
+
+@functools.cache
+def code_digest(stage: str, variant: str | None = None) -> str:
+    """sha256 over the sources a stage runs (sorted paths and contents).
+
+    With ``variant`` (the corpus source, or the scheme's library), the modules of the
+    other variants in :data:`VARIANT_DIRS` are left out.  Cached: the sources do not
+    change while Snakemake plans.
+    """
     import hashlib
 
     h = hashlib.sha256()
@@ -380,6 +410,10 @@ def code_digest(stage: str) -> str:
         path = PACKAGE / entry
         files = sorted([*path.rglob("*.py"), *path.glob("*.yaml"), *path.glob("*.csv")]) if path.is_dir() else [path]
         for f in files:
+            folder = f.parent.relative_to(PACKAGE).as_posix()
+            if (variant is not None and folder in VARIANT_DIRS and f.stem != "__init__"
+                    and f.stem not in _variant_modules(f.parent, variant)):
+                continue
             h.update(str(f.relative_to(PACKAGE)).encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
