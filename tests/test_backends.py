@@ -23,6 +23,7 @@ Config-time rejection (no model loaded) is tested at the end.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -50,16 +51,16 @@ class Variant:
 # Size factors, per quantised weight (fp32 = 32 bits).  On this model every
 # target is 256x256, 1024x256 or 256x1024, so per-channel overheads are small:
 #   int8 + one fp32 scale per output row (+ bias, fp32)         ~3.9x -> >= 3.5
-#   hqq 8-bit g128: 8 + (fp32 scale + zero)/128 = 8.5 bits       3.76x -> >= 3.5
+#   hqq 8-bit g128: 8 + (fp16 scale + zero)/128 = 8.25 bits      3.88x -> >= 3.5
 #   4-bit nf4/fp4 (bnb blocks of 64, fp32 absmax): 4.5 bits       ~7.0x -> >= 6.0
 #     with double quantisation (8-bit absmax):                    ~7.5x -> >= 7.0
-#   hqq 4-bit g64: 4 + 64/64 = 5 bits                             6.3x -> >= 6.0
+#   hqq 4-bit g64: 4 + 32/64 = 4.5 bits                           7.0x -> >= 6.0
 #   quanto int4 (group 128, fp32 scale + shift): 4.5 bits         7.0x -> >= 6.0
-#   hqq 3-bit g128 (10 values per int32 = 3.2 bits) + 0.5        8.4x -> >= 8.0
-#   hqq 2-bit g64: 2 + 1 = 3 bits                                10.4x -> >= 10.0
+#   hqq 3-bit g128 (10 values per int32 = 3.2 bits) + 0.25       9.3x -> >= 8.0
+#   hqq 2-bit g64: 2 + 0.5 = 2.5 bits                            12.4x -> >= 10.0
 #   quanto int2 (group 128): 2.5 bits                            12.4x -> >= 10.0
-#   hqq 1-bit g32: 1 + 2 = 3 bits -- the fp32 scale and zero of a group
-#     of 32 cost 2 bits per weight, so 1-bit is no smaller than 2-bit g64:   >= 10.0
+#   hqq 1-bit g32: 1 + 1 = 2 bits -- the fp16 scale and zero of a group
+#     of 32 cost 1 bit per weight (hqq's default meta_dtype, float16):       >= 10.0
 # (Biases stay fp32 everywhere; they are counted in the module bytes.)
 VARIANTS = [
     Variant("pytorch-dynamic-per_tensor", "pytorch", {"mode": "dynamic", "granularity": "per_tensor"},
@@ -89,6 +90,9 @@ VARIANTS = [
     Variant("hqq-2bit-g64", "hqq", {"bits": 2, "group_size": 64}, "HQQLinear", "-", "weight-only", 10.0),
     Variant("hqq-3bit-g128", "hqq", {"bits": 3, "group_size": 128}, "HQQLinear", "-", "weight-only", 8.0),
     Variant("hqq-4bit-g64", "hqq", {"bits": 4, "group_size": 64}, "HQQLinear", "-", "weight-only", 6.0),
+    # float32 scales and zeros: 4 + 64/64 = 5 bits, 6.4x
+    Variant("hqq-4bit-g64-meta32", "hqq", {"bits": 4, "group_size": 64, "meta_dtype": "float32"}, "HQQLinear", "-",
+            "weight-only", 6.0),
     Variant("hqq-8bit-g128", "hqq", {"bits": 8, "group_size": 128}, "HQQLinear", "-", "weight-only", 3.5),
     Variant("bnb-int8", "bnb", {"quant_type": "int8", "threshold": 6.0},
             "Linear8bitLt", "Int8Params", "dynamic", 3.5),
@@ -257,6 +261,23 @@ def test_artifact_is_smaller_by_the_bit_width_factor(quantized, tiny_whisper_dir
     q = artifact_sizes(r["artifact"], quantized["names"])["quantized_module_bytes"]
     assert q > 0
     assert fp32 / q >= v.factor, f"{vid}: only {fp32 / q:.2f}x smaller than fp32 (expected >= {v.factor}x)"
+
+
+def test_hqq_stores_scales_and_zeros_in_float16_by_default(quantized):
+    """As hqq keeps them in its usual float16 setting; ``meta_dtype: float32`` costs 2 bytes more per value."""
+    from safetensors import safe_open
+
+    paths = {v: Path(_ok(quantized, v)["artifact"]) / "model.safetensors"
+             for v in ("hqq-4bit-g64", "hqq-4bit-g64-meta32")}
+    meta = {}
+    for v, path in paths.items():
+        with safe_open(str(path), "pt") as f:
+            meta[v] = {k: f.get_slice(k) for k in f.keys() if k.endswith((".scale", ".zero"))}  # noqa: SIM118
+    assert {s.get_dtype() for s in meta["hqq-4bit-g64"].values()} == {"F16"}
+    assert {s.get_dtype() for s in meta["hqq-4bit-g64-meta32"].values()} == {"F32"}
+    values = sum(math.prod(s.get_shape()) for s in meta["hqq-4bit-g64"].values())
+    extra = paths["hqq-4bit-g64-meta32"].stat().st_size - paths["hqq-4bit-g64"].stat().st_size
+    assert abs(extra - 2 * values) < 4096  # the safetensors header differs a little
 
 
 @pytest.mark.parametrize("vid", IDS)

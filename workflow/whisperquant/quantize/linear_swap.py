@@ -33,7 +33,8 @@ class LinearSwapBackend(Backend):
         """The target name under which ``module`` (at ``name``) is saved, or None if it is not quantised."""
 
     @abstractmethod
-    def module_tensors(self, model: torch.nn.Module, key: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    def module_tensors(self, model: torch.nn.Module, key: str, module: torch.nn.Module,
+                       params: dict) -> dict[str, torch.Tensor]:
         """The tensors that rebuild the quantised module saved as ``key`` (names without the prefix)."""
 
     @abstractmethod
@@ -49,7 +50,7 @@ class LinearSwapBackend(Backend):
             if key is None:
                 continue
             names.append(key)
-            tensors.update({f"{key}.{k}": v for k, v in self.module_tensors(model, key, mod).items()})
+            tensors.update({f"{key}.{k}": v for k, v in self.module_tensors(model, key, mod, params).items()})
         tensors.update(float_state(model, names))
         save_tensors(tensors, out_dir)
         write_params(out_dir, self.library, params, {"quantized_modules": sorted(names)})

@@ -12,11 +12,14 @@ Bit-widths: hqq 0.2.8's ``Quantizer.SUPPORTED_BITS`` also lists 5, 6 and
 large as the 8-bit (2-bit) one; the study offers only the widths hqq really
 packs: 1, 2, 3 (10 values per int32), 4 and 8.
 
-Size: the scale and zero of each group are stored in the compute dtype --
-float32 on CPU -- i.e. 64 bits per group: 2 bits per weight at group 32,
-1 at 64, 0.5 at 128.  1-bit g32 therefore costs 3 bits per weight, the same
-as 2-bit g64.  (hqq's quantised meta-data, ``quant_zero``/``quant_scale``,
-is deprecated and "not supported for quantized model serialization".)
+Size: the artifact stores the scale and zero of each group in ``meta_dtype``
+-- float16 by default, as hqq keeps them in its usual float16 setting --
+i.e. 32 bits per group: 1 bit per weight at group 32, 0.5 at 64, 0.25 at
+128 (``meta_dtype: float32``: twice that).  On CPU they are cast to float32
+when the model is loaded, because the dequantisation runs in the compute
+dtype; ``model_mem_mb`` shows that.  (hqq's quantised meta-data,
+``quant_zero``/``quant_scale``, is deprecated and "not supported for
+quantized model serialization".)
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from ..linear_swap import LinearSwapBackend
 from ..registry import SchemeError
 
 _BITS = (1, 2, 3, 4, 8)
+#: the per-group meta-data stored in ``meta_dtype`` (cast to the compute dtype when loaded)
+_META = ("scale", "zero")
 
 
 def _config(params: dict) -> dict:
@@ -40,6 +45,7 @@ class HQQ(LinearSwapBackend):
         "bits": (_BITS, 4),
         "group_size": ((16, 32, 64, 128, 256), 64),
         "axis": ((0, 1), 1),
+        "meta_dtype": (("float16", "float32"), "float16"),
     }
     devices = ("cpu", "cuda")
 
@@ -50,7 +56,8 @@ class HQQ(LinearSwapBackend):
         return "float32" if device == "cpu" else "float16"  # weights dequantised per forward
 
     def method(self, params: dict) -> str:
-        return f"{params['bits']}-bit weight-only, group {params['group_size']} (axis {params['axis']})"
+        return (f"{params['bits']}-bit weight-only, group {params['group_size']} (axis {params['axis']}), "
+                f"{params['meta_dtype']} scales and zeros")
 
     def check_model(self, scheme: str, params: dict, dims: dict) -> None:
         g = params["group_size"]
@@ -66,11 +73,15 @@ class HQQ(LinearSwapBackend):
         return torch.float32 if device == "cpu" else torch.float16
 
     def quantize_model(self, model, params, calibration=None, device: str = "cpu"):
+        import torch
         from hqq.core.quantize import HQQLinear
 
+        meta = getattr(torch, params["meta_dtype"])
         for name in target_linears(model, params["targets"]):
             q = HQQLinear(model.get_submodule(name), _config(params),
                           compute_dtype=self._compute_dtype(device), device=device)
+            for k in _META:  # rounded as the artifact stores them: the model evaluated is the one saved
+                q.meta[k] = q.meta[k].to(meta).to(q.meta[k].dtype)
             set_module(model, name, q)
         return model
 
@@ -79,16 +90,18 @@ class HQQ(LinearSwapBackend):
 
         return name if isinstance(module, HQQLinear) else None
 
-    def module_tensors(self, model, key, module):
+    def module_tensors(self, model, key, module, params):
         import torch
 
-        return {k: v for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
+        meta = getattr(torch, params["meta_dtype"])
+        return {k: (v.to(meta) if k in _META else v) for k, v in module.state_dict().items()
+                if isinstance(v, torch.Tensor)}
 
     def rebuild(self, linear, tensors, params, device):
         from hqq.core.quantize import HQQLinear
 
-        q = HQQLinear(None, _config(params), compute_dtype=self._compute_dtype(device), device=device,
-                      initialize=False)
-        q.load_state_dict(dict(tensors))
+        compute = self._compute_dtype(device)
+        q = HQQLinear(None, _config(params), compute_dtype=compute, device=device, initialize=False)
+        q.load_state_dict({k: (v.to(compute) if k in _META else v) for k, v in tensors.items()})
         tensors.clear()
         return q

@@ -178,7 +178,7 @@ class PyTorch(LinearSwapBackend):
             return None
         return name[: -len(".linear")] if name.endswith(".linear") else name
 
-    def module_tensors(self, model, key, module):
+    def module_tensors(self, model, key, module, params):
         import torch
         from torch.ao.nn.quantized.dynamic import Linear as DynamicQLinear
 

@@ -180,7 +180,7 @@ class TorchAO(LinearSwapBackend):
         w = getattr(module, "weight", None)
         return name if isinstance(module, torch.nn.Linear) and isinstance(w, _int8_tensor_class()) else None
 
-    def module_tensors(self, model, key, module):
+    def module_tensors(self, model, key, module, params):
         t = {f"weight_{a}": getattr(module.weight, a) for a in self._ATTRS if getattr(module.weight, a) is not None}
         if module.bias is not None:
             t["bias"] = module.bias.detach()
