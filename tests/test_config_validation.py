@@ -143,7 +143,9 @@ def test_schema_fills_defaults(default_config):
     assert cfg["transcription"]["max_new_tokens"] == 128
     assert cfg["transcription"]["exclusive"] is True
     assert cfg["transcription"]["timing"] == {"warmup_batches": 1, "min_timed_s": 10, "min_timed_batches": 3}
-    assert cfg["report"] == {"bootstrap_resamples": 1000, "seed": 0, "pareto_max_wer": 0.5}
+    assert cfg["report"] == {"bootstrap_resamples": 1000, "bootstrap_unit": "utterance", "seed": 0,
+                             "pareto_max_wer": 0.5}
+    assert cfg["devices"] == {"cuda": {"available": "auto"}}
     assert cfg["resources_per_rule"] == {"runtime_minutes": 120}
 
 

@@ -228,6 +228,16 @@ def test_wer_vs_bits_draws_points_and_baselines():
     assert _legend(fig)[-1] == "fp32 baseline"
 
 
+def test_wer_vs_bits_with_a_corpus_of_fp32_rows_only():
+    """A user's extra corpus run on the baseline alone: its panel has the fp32 line and no points."""
+    df = synthetic_summary()
+    extra = _ok(df[(df["corpus"] == "clean") & (df["library"] == "fp32")]).assign(corpus="mine")
+    fig = wer_vs_bits_figure(pd.concat([df, extra], ignore_index=True))
+    ax = next(a for a in fig.axes if a.get_title() == "mine")
+    assert len(_lines(ax, "_baseline:")) == 2 and sorted(y for _, y in _points(ax)) == \
+        pytest.approx(sorted(extra["wer"] * 100))
+
+
 def test_clean_vs_noisy_pairs_the_corpora():
     df = synthetic_summary()
     fig = clean_vs_noisy_figure(df, "clean", "noisy")

@@ -318,10 +318,10 @@ def device_unavailable(config: dict, device: str) -> str | None:
     """
     if device != "cuda":
         return None
-    setting = config.get("devices", {}).get("cuda", {}).get("available", "auto")
-    if setting is True:
+    setting = str(config.get("devices", {}).get("cuda", {}).get("available", "auto")).lower()
+    if setting == "true":
         return None
-    if setting is False:
+    if setting == "false":
         return "CUDA cells are switched off (devices.cuda.available: false)"
     from .quantize.base import cuda_present
 

@@ -516,7 +516,8 @@ def wer_vs_bits_figure(df: pd.DataFrame, device: str | None = None) -> Figure:
         libs = [lib for lib in style.libraries if lib != "fp32"]
         dodge = {lib: 2 ** ((j - (len(libs) - 1) / 2) * 0.035) for j, lib in enumerate(libs)}
         quant = sub[sub["library"] != "fp32"]
-        quant = quant.assign(bits_x=quant["bits_eff"] * quant["library"].map(dodge))
+        # floats even when a corpus has only fp32 rows (an empty column has no numeric dtype)
+        quant = quant.assign(bits_x=quant["bits_eff"].astype(float) * quant["library"].map(dodge).astype(float))
         _draw_points(ax, quant, style, "bits_x", "wer_pct")
         for (model, lib), g in quant.groupby(["model", "library"], sort=True):
             best = g.groupby("bits_x")["wer_pct"].min().sort_index()
