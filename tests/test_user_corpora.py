@@ -167,6 +167,17 @@ def test_a_kaldi_data_directory_without_segments(recordings, tmp_path):
     assert {r.id: r.reference for r in rows} == texts
 
 
+def _one_recording_dir(recordings, tmp_path) -> tuple[Path, str]:
+    """A Kaldi directory of the first clip alone (wav.scp and text)."""
+    root, texts, _ = recordings
+    d = tmp_path / "kaldi"
+    d.mkdir()
+    first = TWO_CLIPS[0]
+    (d / "wav.scp").write_text(f"{first} {root / 'audio' / _audio_name(root, first)}\n")
+    (d / "text").write_text(f"{first} {texts[first]}\n")
+    return d, first
+
+
 @pytest.mark.parametrize("file, content, message", [
     ("wav.scp", "r1 sox in.wav -t wav - |\n", r"wav\.scp:1: piped wav\.scp entries"),
     ("text", "{first} hello\n{first} again\n", r"text:2: duplicate id '.+' \(first at .*text:1\)"),
@@ -175,14 +186,7 @@ def test_a_kaldi_data_directory_without_segments(recordings, tmp_path):
     ("segments", "{first} {first} 3.0 1.0\n", r"segments:1: segment .+ must have 0 <= start < end"),
 ])
 def test_bad_kaldi_input_is_named_by_file_and_line(recordings, tmp_path, file, content, message):
-    root, texts, _ = recordings
-    d = tmp_path / "kaldi"
-    d.mkdir()
-    first = TWO_CLIPS[0]
-    (d / "wav.scp").write_text(f"{first} {root / 'audio' / _audio_name(root, first)}\n")
-    (d / "text").write_text(f"{first} {texts[first]}\n")
-    if file == "segments":
-        (d / "text").write_text(f"{first} {texts[first]}\n")
+    d, first = _one_recording_dir(recordings, tmp_path)
     (d / file).write_text(content.replace("{first}", first))
     if file == "text" and "nowhere" in content:
         (d / "segments").write_text(f"{first} {first} 0 1\n")
@@ -191,11 +195,7 @@ def test_bad_kaldi_input_is_named_by_file_and_line(recordings, tmp_path, file, c
 
 
 def test_a_segment_past_the_end_of_its_recording_names_the_utterance(recordings, tmp_path):
-    root, _, _ = recordings
-    d = tmp_path / "kaldi"
-    d.mkdir()
-    first = TWO_CLIPS[0]
-    (d / "wav.scp").write_text(f"{first} {root / 'audio' / _audio_name(root, first)}\n")
+    d, first = _one_recording_dir(recordings, tmp_path)
     (d / "segments").write_text(f"late {first} 1.0 999.0\n")
     (d / "text").write_text("late some words\n")
     with pytest.raises(AudioError, match=r"utterance late: segment ends at 999.0 s, after its recording"):
