@@ -19,6 +19,7 @@ from whisperquant.data import sources
 from whisperquant.data.audio import AudioError, load_audio
 from whisperquant.data.manifest import read_manifest
 from whisperquant.data.sources.manifest import CorpusInputError
+from whisperquant.quantize.base import cuda_present
 from workflow_utils import TWO_CLIPS, copy_run, finished_run, planned_jobs, small_config, snakemake, write_config
 
 
@@ -222,7 +223,9 @@ def test_own_model_and_speech_run_through_the_workflow(recordings, tmp_path_fact
     A TSV listing (FLAC 44.1 kHz stereo + WAV), a Kaldi directory and a Hub-schema
     parquet of the same clips, and a local checkpoint saved with ``save_pretrained``
     from the imported tiny.en: where the audio (or the model) is the same, so are
-    the transcripts.  Editing the listing rebuilds that corpus and reruns its cell only.
+    the transcripts.  The checkpoint's cuda cell, declared available, is planned on
+    this CPU-only machine and ends as an ``unsupported`` row.  Editing the listing
+    rebuilds that corpus and reruns its cell only.
     """
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
@@ -251,16 +254,22 @@ def test_own_model_and_speech_run_through_the_workflow(recordings, tmp_path_fact
         "hub": {"source": "hf_dataset", "dataset": "local/parquet", "split": "test", "data_files": str(parquet),
                 "id_column": "id"},
     })
+    # the user's model also on cuda, declared available on this CPU-only machine
+    cfg["devices"] = {"cuda": {"available": True}}
     cfg["grid"] = [base["grid"],
                    {"models": ["tiny.en"], "schemes": ["fp32"], "devices": ["cpu"],
                     "corpora": ["mine", "kaldi", "hub"]},
-                   {"models": ["tuned"], "schemes": ["fp32"], "devices": ["cpu"], "corpora": ["clean"]}]
+                   {"models": ["tuned"], "schemes": ["fp32"], "devices": ["cpu", "cuda"], "corpora": ["clean"]}]
     write_config(work, cfg)
-    assert planned_jobs(work) == {"build_corpus": 3, "import_model": 1, "quantize": 1, "transcribe": 4, "score": 4,
+    assert planned_jobs(work) == {"build_corpus": 3, "import_model": 1, "quantize": 1, "transcribe": 5, "score": 5,
                                   "aggregate": 1, "all": 1}
     snakemake(work, "--cores", "2")
     summary = pd.read_csv(work / "results" / "report" / "summary.csv")
-    assert (summary.status == "ok").all() and len(summary) == 6
+    cuda = summary[summary.device == "cuda"]
+    assert (summary[summary.device == "cpu"].status == "ok").all() and len(summary) == 7
+    if not cuda_present():  # the cuda job ran here, found no GPU: a row with the reason, not a crash or a CPU run
+        assert cuda.status.tolist() == ["unsupported"] and pd.isna(cuda.wer.iloc[0])
+        assert "no CUDA device where this job ran" in cuda.reason.iloc[0]
 
     def hyps(model, corpus):
         path = work / "results" / "transcripts" / model / "fp32" / "cpu" / f"{corpus}.jsonl"
