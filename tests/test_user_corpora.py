@@ -296,3 +296,7 @@ def test_own_model_and_speech_run_through_the_workflow(recordings, tmp_path_fact
     # an edited listing (one transcript corrected) rebuilds that corpus and reruns its one cell
     listing.write_text(listing.read_text().replace(texts[TWO_CLIPS[1]], texts[TWO_CLIPS[1]] + " amen"))
     assert planned_jobs(work) == {"build_corpus": 1, "transcribe": 1, "score": 1, "aggregate": 1, "all": 1}
+    # a replaced checkpoint file (new bytes: Snakemake ignores a bare touch) re-imports the local model
+    cfg_json = tuned / "config.json"
+    cfg_json.write_text(json.dumps(json.loads(cfg_json.read_text()), indent=1))
+    assert planned_jobs(work)["import_model"] == 1
