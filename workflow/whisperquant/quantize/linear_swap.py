@@ -86,6 +86,12 @@ def _shares(v: torch.Tensor, tensors: dict[str, torch.Tensor], key: str) -> bool
     return any(other is not v and k != key and other.data_ptr() == ptr for k, other in tensors.items())
 
 
+def load_checkpoint(artifact_dir: Path, device: str) -> torch.nn.Module:
+    """A checkpoint saved with ``save_pretrained`` (fp32, fp16), onto a skeleton in owned memory."""
+    model = fill(skeleton(artifact_dir), load_tensors(artifact_dir))
+    return model.to(device) if device != "cpu" else model
+
+
 def load_tensors(artifact_dir: Path) -> dict[str, torch.Tensor]:
     """Every tensor of the artifact, in memory the process owns.
 

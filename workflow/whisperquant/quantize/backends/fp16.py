@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..base import Backend, fill, skeleton
-from ..linear_swap import load_tensors
+from ..base import Backend
+from ..linear_swap import load_checkpoint
 
 _DTYPES = ("float16", "bfloat16")
 
@@ -44,5 +44,4 @@ class FP16(Backend):
         model.save_pretrained(out_dir, safe_serialization=True)
 
     def load(self, base_model_dir, params, artifact_dir, device):
-        model = fill(skeleton(artifact_dir), load_tensors(artifact_dir))
-        return model.to(device) if device != "cpu" else model
+        return load_checkpoint(artifact_dir, device)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..base import Backend, fill, skeleton
-from ..linear_swap import load_tensors
+from ..base import Backend
+from ..linear_swap import load_checkpoint
 
 
 class FP32(Backend):
@@ -23,5 +23,4 @@ class FP32(Backend):
 
     def load(self, base_model_dir, params, artifact_dir, device):
         """The saved checkpoint onto a weightless skeleton, in owned memory (as every other backend loads)."""
-        model = fill(skeleton(artifact_dir), load_tensors(artifact_dir))
-        return model.to(device) if device != "cpu" else model
+        return load_checkpoint(artifact_dir, device)
