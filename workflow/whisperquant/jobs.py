@@ -12,6 +12,7 @@ never hides behind a row.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -152,6 +153,19 @@ def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None (not Linux, or a libc without it such as musl); looked up once."""
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None).malloc_trim  # the process' own symbols: glibc's where it is linked
+    except (OSError, AttributeError):
+        return None
+
+
 def _settled_rss_mb() -> float:
     """Resident memory after garbage collection, with the C heap's freed pages handed back.
 
@@ -160,16 +174,12 @@ def _settled_rss_mb() -> float:
     and 65 MB for quanto int4's requantisation here -- memory the model does not hold.
     ``malloc_trim(0)`` returns them; where glibc is absent the figure includes them.
     """
-    import contextlib
-    import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
-    libc = ctypes.util.find_library("c")
-    if sys.platform.startswith("linux") and libc:
-        with contextlib.suppress(OSError, AttributeError):  # a libc without malloc_trim (musl)
-            ctypes.CDLL(libc).malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
     return _rss_mb()
 
 
