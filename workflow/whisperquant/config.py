@@ -217,6 +217,12 @@ def _origin(corpora: dict, name: str) -> tuple[str, dict]:
     return (spec["from"], corpora[spec["from"]]) if spec["source"] == "noisy" else (name, spec)
 
 
+#: The spec keys that name a source's pool of utterances: two corpora of one source with
+#: equal values draw from the same utterances (unless their ``ids`` are disjoint).
+_POOL_KEYS = {"embedded": ("set",), "librispeech": ("split",), "manifest": ("path",), "kaldi": ("path",),
+              "hf_dataset": ("dataset", "config", "split")}
+
+
 def _check_disjoint(config: dict, calib: str) -> None:
     """The calibration utterances must not be (or be drawn from the same pool as) evaluation ones."""
     corpora = config["corpora"]
@@ -235,17 +241,14 @@ def _check_disjoint(config: dict, calib: str) -> None:
             )
         if cspec["source"] != espec["source"]:
             continue
-        pool = {"embedded": "set", "librispeech": "split", "manifest": "path", "kaldi": "path",
-                "hf_dataset": "split"}.get(cspec["source"])
-        if pool is None or cspec.get(pool) != espec.get(pool):
+        keys = _POOL_KEYS.get(cspec["source"])
+        if keys is None or any(cspec.get(k) != espec.get(k) for k in keys):
             continue
-        if cspec["source"] == "hf_dataset" and (cspec["dataset"], cspec.get("config")) != \
-                (espec["dataset"], espec.get("config")):
-            continue  # the same split name of another dataset
         if cspec.get("ids") and espec.get("ids") and not set(cspec["ids"]) & set(espec["ids"]):
             continue  # explicitly disjoint utterances of the same pool
+        pool, same = keys[-1], " ".join(f"{k} {cspec.get(k)!r}" for k in keys)
         raise ConfigError(
-            f"calibration.corpus: {calib!r} uses the same {cspec['source']} {pool} {cspec.get(pool)!r} as "
+            f"calibration.corpus: {calib!r} uses the same {cspec['source']} {same} as "
             f"evaluation corpus {name!r}; use a separate {pool} (e.g. "
             f"{'set: calibration' if pool == 'set' else 'split: dev-clean'}) or disjoint ids"
         )
@@ -370,7 +373,7 @@ STAGE_CODE = {
     "transcribe": ("quantize", "evaluate/transcribe.py", "jobs.py", "records.py", "data/audio.py",
                    "data/manifest.py"),
     "score": ("evaluate/scoring.py", "evaluate/regressions.py", "jobs.py", "records.py", "data/manifest.py"),
-    "report": ("report", "evaluate/stats.py", "records.py"),
+    "report": ("report", "evaluate/stats.py", "data/manifest.py", "records.py"),
 }
 
 
@@ -409,11 +412,14 @@ def code_digest(stage: str, variant: str | None = None) -> str:
     for entry in STAGE_CODE[stage]:
         path = PACKAGE / entry
         files = sorted([*path.rglob("*.py"), *path.glob("*.yaml"), *path.glob("*.csv")]) if path.is_dir() else [path]
+        own: dict[Path, set[str]] = {}  # per variant folder: the modules the variant runs
         for f in files:
-            folder = f.parent.relative_to(PACKAGE).as_posix()
-            if (variant is not None and folder in VARIANT_DIRS and f.stem != "__init__"
-                    and f.stem not in _variant_modules(f.parent, variant)):
-                continue
+            if variant is not None and f.parent.relative_to(PACKAGE).as_posix() in VARIANT_DIRS \
+                    and f.stem != "__init__":
+                if f.parent not in own:
+                    own[f.parent] = _variant_modules(f.parent, variant)
+                if f.stem not in own[f.parent]:
+                    continue
             h.update(str(f.relative_to(PACKAGE)).encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
