@@ -1,21 +1,13 @@
-from pathlib import Path
-
 import _bootstrap  # noqa: F401
 from whisperquant.jobs import setup_logging
-from whisperquant.report.aggregate import write_report
+from whisperquant.report.aggregate import speaker_files, write_report
 
 setup_logging(snakemake.log[0])
 report = snakemake.params.report
 speakers = None
 if report.get("bootstrap_unit") == "speaker":  # the cluster bootstrap needs each corpus' speakers.tsv
-    speakers = {}
-    for corpus, manifest in zip(snakemake.params.corpus_names, snakemake.input.corpora, strict=True):
-        path = Path(manifest).parent / "speakers.tsv"
-        if not path.exists():
-            source = snakemake.params.corpora[corpus]["source"]
-            raise ValueError(f"report.bootstrap_unit: speaker, but corpus {corpus!r} (source {source}) lists no "
-                             f"speakers ({path} does not exist); use bootstrap_unit: utterance")
-        speakers[corpus] = path
+    manifests = dict(zip(snakemake.params.corpus_names, snakemake.input.corpora, strict=True))
+    speakers = speaker_files(manifests, snakemake.params.corpora)
 write_report(
     snakemake.params.cells,
     snakemake.params.unsupported,

@@ -23,11 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..records import write_text
 from .audio import SAMPLE_RATE, AudioError, write_wav
 from .fetch import sha256_file
 
 MANIFEST = "manifest.tsv"
 MANIFEST_COLUMNS = ("id", "audio", "duration", "reference", "sha256")
+#: Beside the manifest, where the source knows them: ``id<TAB>speaker`` per utterance.
+SPEAKERS = "speakers.tsv"
 
 @dataclass(frozen=True)
 class Row:
@@ -152,3 +155,27 @@ def materialise(utts: Iterable[tuple[str, str, Callable[[], np.ndarray]]], out_d
         return write_manifest(out_dir, rows)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_speakers(out_dir: str | Path, pairs: Iterable[tuple[str, str | None]]) -> None:
+    """``speakers.tsv`` from (utterance id, speaker) pairs; none with a speaker removes a stale one."""
+    speakers = sorted((i, s) for i, s in pairs if s)
+    target = Path(out_dir) / SPEAKERS
+    if speakers:
+        write_text(target, "id\tspeaker\n" + "".join(f"{i}\t{s}\n" for i, s in speakers))
+    elif target.exists():
+        target.unlink()
+
+
+def read_speakers(path: str | Path) -> dict[str, str]:
+    """``speakers.tsv`` (``id``, ``speaker``) of a corpus as {utterance id: speaker}."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0] != "id\tspeaker":
+        raise ValueError(f"{path}: header is not 'id<TAB>speaker'")
+    out = {}
+    for n, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != 2 or not all(fields):
+            raise ValueError(f"{path}:{n}: expected an id and a speaker")
+        out[fields[0]] = fields[1]
+    return out

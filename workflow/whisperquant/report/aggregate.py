@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..data.manifest import SPEAKERS, read_speakers
 from ..records import read_json, write_text
 
 COLUMNS = [
@@ -83,17 +84,20 @@ def build_summary(cells: list[dict], unsupported: list[dict]) -> pd.DataFrame:
     return df.sort_values(["model", "corpus", "device", "scheme"], kind="stable").reset_index(drop=True)
 
 
-def read_speakers(path: str | Path) -> dict[str, str]:
-    """``speakers.tsv`` (``id``, ``speaker``) of a corpus as {utterance id: speaker}."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    if not lines or lines[0] != "id\tspeaker":
-        raise ValueError(f"{path}: header is not 'id<TAB>speaker'")
+def speaker_files(corpora: dict[str, str | Path], specs: dict[str, dict]) -> dict[str, Path]:
+    """Corpus name -> its ``speakers.tsv``, for ``report.bootstrap_unit: speaker``.
+
+    ``corpora`` maps each graded corpus to its manifest; a corpus whose source listed no
+    speakers is an error naming it (the config check already refuses the embedded set).
+    """
     out = {}
-    for n, line in enumerate(lines[1:], start=2):
-        fields = line.split("\t")
-        if len(fields) != 2 or not all(fields):
-            raise ValueError(f"{path}:{n}: expected an id and a speaker")
-        out[fields[0]] = fields[1]
+    for corpus, manifest in corpora.items():
+        path = Path(manifest).parent / SPEAKERS
+        if not path.exists():
+            raise ValueError(f"report.bootstrap_unit: speaker, but corpus {corpus!r} (source "
+                             f"{specs[corpus]['source']}) lists no speakers ({path} does not exist); "
+                             "use bootstrap_unit: utterance")
+        out[corpus] = path
     return out
 
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from ...records import write_json
 from ..audio import AudioError, decode_bytes, to_mono_16k
-from ..manifest import materialise
-from .manifest import ID_PATTERN, CorpusInputError, Listed, write_speakers
+from ..manifest import materialise, write_speakers
+from .manifest import ID_PATTERN, CorpusInputError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -135,7 +135,7 @@ def build(name: str, spec: dict, out_dir: Path, cache_dir: Path, upstream: Path 
     manifest = materialise(((uid, texts[uid], loader(uid)) for uid in chosen), out_dir)
     if spec.get("speaker_column"):
         spk = ds[spec["speaker_column"]]
-        write_speakers(Path(out_dir), [Listed(u, Path(), texts[u], str(spk[index[u]]), source) for u in chosen])
+        write_speakers(out_dir, ((u, str(spk[index[u]])) for u in chosen))
     write_json(Path(out_dir) / "SOURCE.json", {"source": source, "utterances": len(chosen),
                                                **{k: spec.get(k) for k in ("dataset", "config", "split", "filter")}})
     return manifest

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import SAMPLE_RATE, AudioError, load_audio
-from ..manifest import materialise
-from .manifest import ID_PATTERN, CorpusInputError, Listed, write_speakers
+from ..manifest import materialise, write_speakers
+from .manifest import ID_PATTERN, CorpusInputError, Listed
 
 
 def _table(path: Path, min_fields: int, *, required: bool = True) -> dict[str, tuple[list[str], str]] | None:
@@ -134,5 +134,5 @@ def build(name: str, spec: dict, out_dir: Path, cache_dir: Path, upstream: Path 
 
     ordered = sorted(listed, key=lambda u: (str(u.audio), spans.get(u.id, (0.0, 0.0)), u.id))
     manifest = materialise(((u.id, u.text, loader(u)) for u in ordered), out_dir)
-    write_speakers(out_dir, listed)
+    write_speakers(out_dir, ((u.id, u.speaker) for u in listed))
     return manifest

@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ...records import write_text
 from ..audio import AudioError, decode_bytes, to_mono_16k
 from ..fetch import FetchError, download
 from ..manifest import (  # noqa: F401  (re-exported for callers of this module)
@@ -54,6 +53,7 @@ from ..manifest import (  # noqa: F401  (re-exported for callers of this module)
     materialise,
     read_manifest,
     write_manifest,
+    write_speakers,
 )
 
 # --------------------------------------------------------------------------- splits
@@ -164,8 +164,7 @@ def _materialise(utts: Iterable[_Utt], out_dir: str | Path) -> Path:
     """The corpus, and ``speakers.tsv``: a LibriSpeech id is ``<speaker>-<chapter>-<utterance>``."""
     utts = list(utts)
     manifest = materialise(((u.id, u.reference, lambda u=u: _decode_flac(u.audio(), u.id)) for u in utts), out_dir)
-    write_text(Path(out_dir) / "speakers.tsv",
-               "id\tspeaker\n" + "".join(f"{u.id}\t{u.id.split('-')[0]}\n" for u in sorted(utts, key=lambda u: u.id)))
+    write_speakers(out_dir, ((u.id, u.id.split("-")[0]) for u in utts))
     return manifest
 
 

@@ -21,9 +21,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...records import write_text
 from ..audio import AudioError, load_audio
-from ..manifest import materialise
+from ..manifest import materialise, write_speakers
 
 #: What an utterance id may look like: it becomes a file name (``wav/<id>.wav``).
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -126,18 +125,8 @@ def materialise_listed(listed: list[Listed], out_dir: Path) -> Path:
         return load
 
     manifest = materialise(((u.id, u.text, loader(u)) for u in listed), out_dir)
-    write_speakers(out_dir, listed)
+    write_speakers(out_dir, ((u.id, u.speaker) for u in listed))
     return manifest
-
-
-def write_speakers(out_dir: Path, listed: list[Listed]) -> None:
-    """``speakers.tsv`` (id, speaker) beside the manifest, where any utterance names its speaker."""
-    speakers = sorted((u.id, u.speaker) for u in listed if u.speaker)
-    target = Path(out_dir) / "speakers.tsv"
-    if speakers:
-        write_text(target, "id\tspeaker\n" + "".join(f"{i}\t{s}\n" for i, s in speakers))
-    elif target.exists():
-        target.unlink()
 
 
 def build(name: str, spec: dict, out_dir: Path, cache_dir: Path, upstream: Path | None = None) -> Path:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...records import write_text
 from ..audio import SAMPLE_RATE, AudioError, mix_noise
-from ..manifest import materialise, read_manifest
+from ..manifest import SPEAKERS, materialise, read_manifest, read_speakers, write_speakers
 
 
 def build(name: str, spec: dict, out_dir: Path, cache_dir: Path, upstream: Path | None = None) -> Path:
@@ -45,9 +44,6 @@ def build_noisy(source_dir: str | Path, out_dir: str | Path, snr_db: float, seed
         return load
 
     manifest = materialise(((r.id, r.reference, loader(r)) for r in rows), out_dir)
-    speakers, target = source_dir / "speakers.tsv", Path(out_dir) / "speakers.tsv"
-    if speakers.exists():  # the same utterances, the same speakers
-        write_text(target, speakers.read_text(encoding="utf-8"))
-    elif target.exists():
-        target.unlink()
+    speakers = source_dir / SPEAKERS  # the same utterances, the same speakers
+    write_speakers(out_dir, read_speakers(speakers).items() if speakers.exists() else ())
     return manifest
