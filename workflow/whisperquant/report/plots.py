@@ -64,8 +64,11 @@ LIBRARY_COLORS = {
     "quanto": "#2ca02c",
     "hqq": "#d62728",
     "bnb": "#9467bd",
+    "ctranslate2": "#8c564b",
+    "onnxruntime": "#e377c2",
+    "openvino": "#17becf",
 }
-_EXTRA_COLORS = ("#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_EXTRA_COLORS = ("#bcbd22", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a")
 MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
 MODEL_LINESTYLES = ("-", "--", "-.", (0, (6, 1.5, 1, 1.5, 1, 1.5)))
 BASELINE_LINESTYLE = ":"

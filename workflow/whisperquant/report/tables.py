@@ -49,7 +49,7 @@ STAT_COLUMNS = (
     "on_pareto_front",
 )
 #: Report order of libraries; unknown libraries follow, alphabetically.
-LIBRARY_ORDER = ("fp32", "pytorch", "torchao", "quanto", "hqq", "bnb")
+LIBRARY_ORDER = ("fp32", "pytorch", "torchao", "quanto", "hqq", "bnb", "ctranslate2", "onnxruntime", "openvino")
 #: Default WER (a fraction) above which a cell is unusable and never on the Pareto front.
 PARETO_MAX_WER = 0.5
 
@@ -372,7 +372,10 @@ MD_COLUMNS = (
     ("empty", "---:"),
     ("loop", "---:"),
     ("RTFx [low, high]", "---:"),
+    ("× fp32", "---:"),
 )
+#: Appended when a table holds a CTranslate2 int8 cell (the deployment reference).
+MD_CT2_COLUMN = ("× CT2 int8", "---:")
 
 
 def _legend(pareto_max_wer: float | None) -> str:
@@ -387,7 +390,9 @@ def _legend(pareto_max_wer: float | None) -> str:
         "**empty**: utterances with an empty hypothesis (the reference is not); **loop**: utterances "
         "whose hypothesis repeats a 1–5-word n-gram ≥ 4 times in a row where the reference does not. "
         "**RTFx**: seconds of audio per second of wall time, median over timed batches [slowest, "
-        f"fastest] (higher is faster). `†`: on the size/WER Pareto front{cap}."
+        "fastest] (higher is faster); **× fp32** / **× CT2 int8**: RTFx divided by the RTFx of the fp32 "
+        "(transformers) / CTranslate2 int8 cell of the same model, device and corpus in this run. "
+        f"`†`: on the size/WER Pareto front{cap}."
     )
 
 
@@ -419,6 +424,10 @@ def summary_markdown(
     columns = list(MD_COLUMNS)
     if multi_device:
         columns.insert(3, ("device", "---"))
+    with_ct2 = pd.to_numeric(df.get("speedup_vs_ct2_int8"), errors="coerce").notna().any() \
+        if "speedup_vs_ct2_int8" in df.columns else False
+    if with_ct2:
+        columns.append(MD_CT2_COLUMN)
     header = [c[0] for c in columns]
     for (model, corpus), g in df.groupby([df["model"].astype(str), df["corpus"].astype(str)], sort=False):
         ok = g[status.loc[g.index] == "ok"]
@@ -431,7 +440,7 @@ def summary_markdown(
         if ok.empty:
             lines.append("| " + " | ".join(["–"] * len(header)) + " |")
         for _, r in ok.iterrows():
-            lines.append("| " + " | ".join(_row_cells(r, multi_device, decimals)) + " |")
+            lines.append("| " + " | ".join(_row_cells(r, multi_device, decimals, with_ct2)) + " |")
         lines.append("")
         if not bad.empty:
             lines.append("Not measured:")
@@ -462,7 +471,7 @@ def _speed(v: float) -> str:
     return f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.2f}" if a >= 1 else f"{v:.3f}"
 
 
-def _row_cells(r: pd.Series, multi_device: bool, decimals: int) -> list[str]:
+def _row_cells(r: pd.Series, multi_device: bool, decimals: int, with_ct2: bool = False) -> list[str]:
     d = decimals
     bits = effective_bits(r)
     scheme = f"`{_escape(str(r['scheme']))}`"
@@ -502,4 +511,7 @@ def _row_cells(r: pd.Series, multi_device: bool, decimals: int) -> list[str]:
     if not (math.isnan(rtfx) or math.isnan(lo_x) or math.isnan(hi_x)):
         text += f" [{_speed(lo_x)}, {_speed(hi_x)}]"
     cells.append(text)
+    cells.append(_fmt(r.get("speedup_vs_fp32"), ".2f"))
+    if with_ct2:
+        cells.append(_fmt(r.get("speedup_vs_ct2_int8"), ".2f"))
     return cells

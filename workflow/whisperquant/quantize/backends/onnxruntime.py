@@ -1,0 +1,136 @@
+"""ONNX Runtime: Whisper exported to two ONNX graphs, fp32 or with ONNX Runtime's dynamic int8 quantisation.
+
+Export: :func:`~._graphs.export_onnx` (``torch.onnx.export`` of the encoder and
+of one decoder step with its self-attention cache; Hugging Face's exporter,
+optimum-onnx, requires ``transformers<4.58`` and cannot install beside our
+transformers 5.24).  ``quantization: dynamic`` is
+``onnxruntime.quantization.quantize_dynamic``: int8 weights (per tensor, or
+per output channel with ``per_channel``), activations quantised per tensor at
+run time (uint8, ``MatMulInteger``), applied to the MatMul of every target
+Linear (``targets``, matched on the node names the export gives: the module
+paths) and to nothing else -- the attention products and the tied output
+projection stay float, as in every other library's schemes.
+
+Decoding is :func:`~._graphs.greedy_generate` over the two sessions (one
+encoder run per batch, one decoder-step run per token), each session with the
+job's thread count, full graph optimisation and no memory-mapped weights.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from ._engine import Engine, EngineModel, runtime_threads
+from ._graphs import DECODER_INPUTS, empty_cache, export_onnx, greedy_generate, onnx_linear_nodes
+
+GRAPHS = ("encoder.onnx", "decoder.onnx")
+
+
+class ONNXRuntime(Engine):
+    library = "onnxruntime"
+    parameters = {"quantization": (("none", "dynamic"), "dynamic"), "per_channel": (bool, False)}
+    artifact_files = GRAPHS
+
+    def bits(self, params: dict) -> float:
+        return 32.0 if params["quantization"] == "none" else 8.0
+
+    def compute_dtype(self, params: dict, device: str) -> str:
+        return "float32" if params["quantization"] == "none" else "int8"
+
+    def method(self, params: dict) -> str:
+        if params["quantization"] == "none":
+            return "none (ONNX Runtime fp32)"
+        return (f"dynamic: int8 weights {'per channel' if params['per_channel'] else 'per tensor'}, uint8 "
+                "activations per tensor at run time (quantize_dynamic, MatMulInteger)")
+
+    def build(self, base_model_dir: Path, params: dict, calibration, out_dir: Path) -> None:
+        from ..base import load_fp32
+
+        model = load_fp32(base_model_dir)
+        if params["quantization"] == "none":
+            export_onnx(model, out_dir, frames=2 * model.config.max_source_positions)
+            return
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory(dir=out_dir) as fp32_dir:
+            export_onnx(model, Path(fp32_dir), frames=2 * model.config.max_source_positions)
+            del model
+            for name in GRAPHS:
+                src = Path(fp32_dir) / name
+                nodes, _ = onnx_linear_nodes(src, params["targets"])
+                if not nodes:
+                    shutil.copyfile(src, out_dir / name)  # no target Linear in this graph
+                    continue
+                quantize_dynamic(str(src), str(out_dir / name), weight_type=QuantType.QInt8,
+                                 per_channel=params["per_channel"], op_types_to_quantize=["MatMul"],
+                                 nodes_to_quantize=nodes, extra_options={"MatMulConstBOnly": True})
+                _restore_tied_projection(out_dir / name)
+
+    def load(self, base_model_dir: Path, params: dict, artifact_dir: Path, device: str) -> EngineModel:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = runtime_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        encoder, decoder = (ort.InferenceSession(str(artifact_dir / name), options, providers=["CPUExecutionProvider"])
+                            for name in GRAPHS)
+        model = EngineModel(base_model_dir, lambda *a: decode(*a))
+        suppress, begin = model.suppression()
+        eos = int(model.generation_config.eos_token_id)
+
+        def encode(features):
+            return tuple(encoder.run(None, {"input_features": features}))
+
+        def step(ids, cache, cross):
+            logits, k, v = decoder.run(None, dict(zip(DECODER_INPUTS, (ids, *cache, *cross), strict=True)))
+            return logits, (k, v)
+
+        def decode(features, prompt, max_new_tokens):
+            empty = empty_cache(model.config, features.shape[0])
+            return greedy_generate(encode, step, features, (empty, empty), prompt=prompt, eos=eos,
+                                   suppress=suppress, begin_suppress=begin, max_new_tokens=max_new_tokens)
+
+        model._keep = (encoder, decoder)
+        return model
+
+    def tensor_bytes(self, artifact_dir: Path) -> dict[str, int]:
+        import onnx
+        from onnx import numpy_helper
+
+        out: dict[str, int] = {}
+        for name in GRAPHS:
+            for init in onnx.load(str(artifact_dir / name)).graph.initializer:
+                out[f"{name}:{init.name}"] = int(numpy_helper.to_array(init).nbytes)
+        return out
+
+    def module_of(self, tensor: str) -> str:
+        return tensor.split(":", 1)[1]  # initializers carry the parameter (or weight_t) names
+
+
+def _restore_tied_projection(path: Path) -> None:
+    """Undo what ``quantize_dynamic`` does to the tied output projection (measured with onnxruntime 1.31.1).
+
+    The quantiser first rewrites every ``Gemm`` as a ``MatMul`` and transposes its weight in
+    place, so the token embedding the ``Gather`` shares becomes [d_model, vocab] and the
+    decoder no longer loads ("Node (/Add_1) ... Incompatible dimensions").  The projection is
+    not quantised (it is not a target): transpose the embedding back and make the node the
+    ``Gemm(transB=1)`` it was.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    for node in list(graph.node):
+        if node.op_type == "MatMul" and node.name.startswith("/proj_out/") and node.input[1] in inits:
+            weight = inits[node.input[1]]
+            fixed = numpy_helper.from_array(numpy_helper.to_array(weight).T.copy(), weight.name)
+            weight.CopyFrom(fixed)
+            gemm = onnx.helper.make_node("Gemm", list(node.input), list(node.output), name="/proj_out/Gemm", transB=1)
+            graph.node.insert(list(graph.node).index(node), gemm)
+            graph.node.remove(node)
+    onnx.save(model, str(path))
