@@ -48,6 +48,7 @@ class ONNXRuntime(Engine):
     def build(self, base_model_dir: Path, params: dict, calibration, out_dir: Path) -> None:
         from ..base import load_fp32
 
+        out_dir.mkdir(parents=True, exist_ok=True)
         model = load_fp32(base_model_dir)
         if params["quantization"] == "none":
             export_onnx(model, out_dir, frames=2 * model.config.max_source_positions)

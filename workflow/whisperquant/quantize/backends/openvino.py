@@ -65,6 +65,7 @@ class OpenVINO(Engine):
 
         from ..base import load_fp32
 
+        out_dir.mkdir(parents=True, exist_ok=True)
         model = load_fp32(base_model_dir)
         with tempfile.TemporaryDirectory(dir=out_dir) as onnx_dir:
             export_onnx(model, Path(onnx_dir), frames=2 * model.config.max_source_positions)

@@ -1,0 +1,176 @@
+"""The deployment runtimes (CTranslate2, ONNX Runtime, OpenVINO) on real weights and real speech.
+
+Each engine builds its artifact from tiny.en's fp32 checkpoint and decodes the two
+real clips; its float32 cell must give transformers fp32's tokens exactly (the same
+prompt, suppression lists and ``max_new_tokens`` cap), its 8-bit cell stay within
+one word error of them, and its sizes account for every stored byte.  Then the
+engines run through Snakemake like any other library.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from workflow_utils import small_config, snakemake, write_config
+
+FLOAT = {"ctranslate2": {"compute_type": "float32"}, "onnxruntime": {"quantization": "none"},
+         "openvino": {"compression": "none"}}
+INT8 = {"ctranslate2": {"compute_type": "int8"}, "onnxruntime": {"quantization": "dynamic"},
+        "openvino": {"compression": "int8_asym"}}
+
+
+@pytest.fixture(scope="module")
+def clips(tiny_en, two_clip_corpus):
+    import torch
+    from transformers import WhisperProcessor
+
+    from whisperquant.data.audio import load_audio
+    from whisperquant.evaluate.transcribe import load_corpus
+
+    torch.set_num_threads(2)
+    processor = WhisperProcessor.from_pretrained(str(tiny_en))
+    utts = load_corpus(two_clip_corpus)
+    feats = processor.feature_extractor([load_audio(u.audio_path, u.id) for u in utts], sampling_rate=16000,
+                                        return_tensors="pt").input_features
+    return processor, utts, feats
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_en, clips):
+    """transformers fp32's tokens for the two clips, full length and capped at 5 new tokens."""
+    import torch
+
+    from whisperquant.evaluate.transcribe import generate_kwargs_for
+    from whisperquant.quantize.base import load_fp32
+
+    processor, _, feats = clips
+    model = load_fp32(tiny_en)
+    out = {}
+    for cap in (64, 5):
+        with torch.no_grad():
+            tokens = model.generate(feats, **generate_kwargs_for(model, "en", cap))
+        out[cap] = processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+    return out
+
+
+def _build(library: str, spec: dict, tiny_en, out_dir):
+    from whisperquant.quantize import get_backend
+    from whisperquant.quantize.base import linear_names
+
+    backend = get_backend(library)
+    params = backend.resolve("test", spec)
+    backend.build(tiny_en, params, None, out_dir)
+    names, _ = linear_names(tiny_en, params["targets"])
+    return backend, params, backend.sizes(out_dir, names)
+
+
+def _decode(backend, params, tiny_en, artifact, clips, cap: int) -> list[str]:
+    from whisperquant.evaluate.transcribe import generate_kwargs_for
+
+    processor, _, feats = clips
+    model = backend.load(tiny_en, params, artifact, "cpu")
+    return processor.tokenizer.batch_decode(model.generate(feats, **generate_kwargs_for(model, "en", cap)),
+                                            skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("library", sorted(FLOAT))
+def test_float32_engine_matches_transformers_token_for_token(library, tiny_en, clips, reference, tmp_path):
+    backend, params, sizes = _build(library, FLOAT[library], tiny_en, tmp_path)
+    assert _decode(backend, params, tiny_en, tmp_path, clips, 64) == reference[64]
+    assert _decode(backend, params, tiny_en, tmp_path, clips, 5) == reference[5]  # the same max_new_tokens cap
+    # float32 everywhere: the stored tensors are tiny.en's 37.8 M parameters at 4 bytes (the tied
+    # embedding once), within the few KB of shape constants a graph adds
+    n_params = 37_760_256
+    assert abs(sizes["param_bytes"] - 4 * n_params) < 40_000, sizes
+    assert sizes["artifact_bytes"] >= sizes["param_bytes"]
+    assert 0 < sizes["quantized_module_bytes"] < sizes["param_bytes"]
+
+
+@pytest.mark.parametrize("library", sorted(INT8))
+def test_int8_engine_is_close_to_fp32_and_smaller(library, tiny_en, clips, reference, tmp_path):
+    from whisperquant.evaluate.scoring import corpus_errors
+
+    backend, params, sizes = _build(library, INT8[library], tiny_en, tmp_path / "int8")
+    _, fp32_params, fp32_sizes = _build(library, FLOAT[library], tiny_en, tmp_path / "fp32")
+    hyps = _decode(backend, params, tiny_en, tmp_path / "int8", clips, 64)
+    _, utts, _ = clips
+    fp32 = corpus_errors((u.reference, h) for u, h in zip(utts, reference[64], strict=True))
+    q = corpus_errors((u.reference, h) for u, h in zip(utts, hyps, strict=True))
+    assert q.errors <= fp32.errors + 1, (hyps, reference[64])
+    # the target Linears shrink to about a quarter; what no scheme quantises stays as it was
+    ratio = sizes["quantized_module_bytes"] / fp32_sizes["quantized_module_bytes"]
+    assert 0.24 < ratio < 0.30, (sizes, fp32_sizes)
+    if library == "ctranslate2":  # CTranslate2 also stores the embedding and convolutions in int8
+        assert sizes["float_param_bytes"] < 0.3 * fp32_sizes["float_param_bytes"]  # positions stay float
+    else:
+        assert abs(sizes["float_param_bytes"] - fp32_sizes["float_param_bytes"]) < 40_000
+    assert sizes["artifact_bytes"] < 0.7 * fp32_sizes["artifact_bytes"]
+
+
+def test_onnx_export_names_every_linear_after_its_module(tiny_en, tmp_path):
+    from whisperquant.quantize.backends._graphs import export_onnx, onnx_linear_nodes
+    from whisperquant.quantize.base import DEFAULT_TARGETS, linear_names, load_fp32
+
+    model = load_fp32(tiny_en)
+    enc, dec = export_onnx(model, tmp_path, frames=3000)
+    targets, others = linear_names(tiny_en, DEFAULT_TARGETS)
+    found = set()
+    for path in (enc, dec):
+        nodes, rest = onnx_linear_nodes(path, DEFAULT_TARGETS)
+        found |= {n[1:-len("/MatMul")].replace("/", ".") for n in nodes}
+        assert all(not r.startswith("/model/") for r in rest)  # attention products, the projection
+    assert found == set(targets)
+    assert others == ["proj_out"]
+    only_decoder, _ = onnx_linear_nodes(dec, r"^model\.decoder\.layers\.0\.fc1$")
+    assert only_decoder == ["/model/decoder/layers/0/fc1/MatMul"]
+
+
+def test_engine_parameters_and_devices_are_checked_at_config_time():
+    from whisperquant.quantize import SchemeError, get_backend, libraries
+
+    assert {"ctranslate2", "onnxruntime", "openvino"} <= set(libraries())
+    assert "_engine" not in libraries() and "_graphs" not in libraries()
+    ct2 = get_backend("ctranslate2")
+    with pytest.raises(SchemeError, match=r"^schemes\.x\.compute_type: 'int4' is not offered"):
+        ct2.resolve("x", {"compute_type": "int4"})
+    with pytest.raises(SchemeError, match=r"^schemes\.x\.targets: CTranslate2 quantises every weight"):
+        ct2.resolve("x", {"compute_type": "int8", "targets": "fc1"})
+    fp16 = ct2.resolve("x", {"compute_type": "float16"})
+    assert "no float16 kernels on cpu" in ct2.unsupported_reason(fp16, "cpu")
+    assert ct2.unsupported_reason(fp16, "cuda") is None
+    assert "no int16 kernels on cuda" in ct2.unsupported_reason(ct2.resolve("x", {"compute_type": "int16"}), "cuda")
+    assert get_backend("onnxruntime").unsupported_reason(get_backend("onnxruntime").resolve("x", {}), "cuda")
+    ov = get_backend("openvino")
+    with pytest.raises(SchemeError, match=r"group_size: 100 does not divide the model's width 384"):
+        ov.check_model("x", ov.resolve("x", {"compression": "int4_sym", "group_size": 100}), {"d_model": 384})
+
+
+def test_engines_run_through_the_workflow(tmp_path, default_config, download_cache):
+    """Engine cells are grid cells: quantised, transcribed, scored, in the summary with their speed ratios;
+    a CUDA-only compute type on this CPU machine is a row with its reason."""
+    schemes = {"fp32": {"library": "fp32"}, **{f"{lib}-int8": {"library": lib, **spec} for lib, spec in INT8.items()},
+               "ct2-float16": {"library": "ctranslate2", "compute_type": "float16"}}
+    cfg = small_config(default_config, download_cache, schemes=schemes)
+    write_config(tmp_path, cfg)
+    snakemake(tmp_path, "--cores", "2", timeout=1500)
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "results" / "report" / "summary.csv").set_index("scheme")
+    assert set(df.index) == set(schemes)
+    assert df.loc["ct2-float16", "status"] == "unsupported"
+    assert "no float16 kernels on cpu" in df.loc["ct2-float16", "reason"]
+    ok = df[df.status == "ok"]
+    assert len(ok) == 4 and (ok.wer <= df.loc["fp32", "wer"] + 0.05).all(), ok.wer
+    assert df.loc["ctranslate2-int8", "speedup_vs_ct2_int8"] == 1.0
+    assert ok.speedup_vs_fp32.notna().all() and df.loc["fp32", "speedup_vs_fp32"] == 1.0
+    assert (ok.loc[[f"{lib}-int8" for lib in INT8], "compute_dtype"] == "int8").tolist() == [True, True, False]  # openvino: float32
+    files = {"ctranslate2": ["model.bin", "config.json"], "onnxruntime": ["encoder.onnx", "decoder.onnx"],
+             "openvino": ["encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin"]}
+    for lib in INT8:
+        folder = tmp_path / "results" / "quantized" / "tiny.en" / f"{lib}-int8"
+        cell = json.loads((folder / "cell.json").read_text())
+        assert cell["artifact_bytes"] == sum((folder / f).stat().st_size for f in files[lib])  # what the runtime loads
+        assert abs(cell["artifact_bytes"] - df.loc[f"{lib}-int8", "artifact_bytes"]) < 1e3
+    md = (tmp_path / "results" / "report" / "summary.md").read_text()
+    assert "× CT2 int8" in md and "`ct2-float16` (ctranslate2): **unsupported**" in md
