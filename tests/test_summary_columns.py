@@ -161,8 +161,16 @@ def test_write_report_end_to_end(tmp_path):
         for name, rec in (("quant", {**QUANT, "library": lib, "artifact_bytes": size}), ("timing", TIMING),
                           ("score", score)):
             (d / f"{name}.json").write_text(json.dumps(rec))
+        # hypotheses: int8 says what fp32 says on 30 of 40 (twice only in case and punctuation, which
+        # normalisation removes), junk on none
+        hyps = {i: f"word {i} said" if scheme != "junk" else "loop loop" for i in ids}
+        if scheme == "int8":
+            hyps.update({i: "something else" for i in ids[30:]}, u000="Word u000, said.", u001="WORD U001 SAID")
+        (d / "t.jsonl").write_text("".join(json.dumps({"id": i, "reference": "r", "hypothesis": h}) + "\n"
+                                           for i, h in hyps.items()))
         cells.append({**CELL, "scheme": scheme, "corpus": "clean", **{k: str(d / f"{k}.json")
-                      for k in ("quant", "timing", "score")}, "utts": str(d / "utts.tsv")})
+                      for k in ("quant", "timing", "score")}, "utts": str(d / "utts.tsv"),
+                      "transcript": str(d / "t.jsonl")})
     out = tmp_path / "report"
     write_report(cells, [], out / "summary.csv", out / "summary.md", out / "plots", n_resamples=100, seed=0,
                  clean="clean", noisy=None, out_study=out / "study.csv", pareto_max_wer=0.5,
@@ -172,7 +180,9 @@ def test_write_report_end_to_end(tmp_path):
     assert df.loc["fp32", "qoi_pct"] == 100 and df.loc["int8", "qoi_pct"] < 100
     assert df.loc["junk", "wer"] > 0.5 and not df.loc["junk", "on_pareto_front"]
     assert df.loc["int8", "on_pareto_front"] and df.loc["junk", "looping_hyps"] == 3
+    assert df.same_as_fp32.tolist() == [40, 30, 0] and df.same_as_fp32_pct.tolist() == [100.0, 75.0, 0.0]
+    assert df.speedup_vs_fp32.tolist() == [1.0, 1.0, 1.0] and df.speedup_vs_ct2_int8.isna().all()
     md = (out / "summary.md").read_text()
-    assert "QoI %" in md and "WER ≤ 50 %" in md and "| direction-only |" in md
+    assert "QoI %" in md and "= fp32 %" in md and "| × CT2 int8 |" not in md and "WER ≤ 50 %" in md and "| direction-only |" in md
     assert set(pd.read_csv(out / "study.csv")["comparable"]) == {"direction-only"}
     assert (out / "plots" / "size_vs_wer.png").stat().st_size > 5000

@@ -109,6 +109,7 @@ def cell_records():
             "timing": f"{RESULTS}/transcripts/{c.model}/{c.scheme}/{c.device}/{c.corpus}.timing.json",
             "score": f"{RESULTS}/scores/{c.model}/{c.scheme}/{c.device}/{c.corpus}.json",
             "utts": f"{RESULTS}/scores/{c.model}/{c.scheme}/{c.device}/{c.corpus}.utts.tsv",
+            "transcript": f"{RESULTS}/transcripts/{c.model}/{c.scheme}/{c.device}/{c.corpus}.jsonl",
         }
         for c in CELLS
     ]

@@ -6,6 +6,7 @@ rule aggregate:
         scores=[c["score"] for c in cell_records()],
         utts=[c["utts"] for c in cell_records()],
         timings=[c["timing"] for c in cell_records()],
+        transcripts=[c["transcript"] for c in cell_records()],
         corpora=[f"{RESOURCES}/corpora/{c}/manifest.tsv" for c in grid_corpora(config)],
     output:
         csv=report(

@@ -373,7 +373,7 @@ STAGE_CODE = {
     "transcribe": ("quantize", "evaluate/transcribe.py", "jobs.py", "records.py", "data/audio.py",
                    "data/manifest.py"),
     "score": ("evaluate/scoring.py", "evaluate/regressions.py", "jobs.py", "records.py", "data/manifest.py"),
-    "report": ("report", "evaluate/stats.py", "data/manifest.py", "records.py"),
+    "report": ("report", "evaluate/stats.py", "evaluate/scoring.py", "data/manifest.py", "records.py"),
 }
 
 

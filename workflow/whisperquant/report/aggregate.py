@@ -21,7 +21,7 @@ from ..records import read_json, write_text
 COLUMNS = [
     "model", "scheme", "library", "method", "bits", "compute_dtype", "device", "corpus", "status", "reason",
     "log", "n_utts", "ref_words", "errors", "substitutions", "deletions", "insertions", "wer",
-    "insertion_rate", "empty_hyps", "looping_hyps",
+    "insertion_rate", "empty_hyps", "looping_hyps", "same_as_fp32", "same_as_fp32_pct",
     "artifact_bytes", "param_bytes", "float_param_bytes", "float_share_pct", "compression_pct",
     "wall_s", "audio_s", "rtf", "rtfx", "rtfx_low", "rtfx_high", "speedup_vs_fp32", "speedup_vs_ct2_int8",
     "timed_batches", "timing_pass", "model_mem_mb", "peak_rss_mb", "peak_gpu_mb", "batch_size", "threads",
@@ -81,6 +81,7 @@ def build_summary(cells: list[dict], unsupported: list[dict]) -> pd.DataFrame:
     quants = [read_json(c["quant"]) for c in cells]
     rows = [cell_row(c, q, read_json(c["timing"]), read_json(c["score"])) for c, q in zip(cells, quants, strict=True)]
     add_speedups(rows, quants)
+    add_agreement(rows, cells, quants)
     for u in unsupported:
         rows.append({**u, "status": "unsupported"})
     df = pd.DataFrame(rows, columns=COLUMNS)
@@ -104,6 +105,34 @@ def add_speedups(rows: list[dict], quants: list[dict]) -> None:
             rtfx = r.get("rtfx")
             ok = isinstance(base, (int, float)) and base > 0 and isinstance(rtfx, (int, float))
             r[column] = rtfx / base if ok and r["status"] == "ok" else math.nan
+
+
+def normalised_hypotheses(transcript: str | Path) -> dict[str, str]:
+    """Utterance id -> its hypothesis as scored (Whisper's English normalisation)."""
+    import json
+
+    from ..evaluate.scoring import normalize
+
+    lines = Path(transcript).read_text(encoding="utf-8").split("\n")
+    return {r["id"]: normalize(r["hypothesis"]) for r in map(json.loads, filter(None, lines))}
+
+
+def add_agreement(rows: list[dict], cells: list[dict], quants: list[dict]) -> None:
+    """``same_as_fp32`` / ``same_as_fp32_pct``: utterances whose normalised hypothesis is exactly the fp32
+    cell's (same model, device and corpus): the parity of a runtime's float32 cell, the regressions of a
+    quantised one.  The fp32 cell itself is 100 %; NaN without an ok fp32 cell."""
+    fp32 = {(r["model"], r["device"], r["corpus"]): normalised_hypotheses(c["transcript"])
+            for r, c, q in zip(rows, cells, quants, strict=True)
+            if q.get("library") == "fp32" and r["status"] == "ok" and c.get("transcript")}
+    for r, c in zip(rows, cells, strict=True):
+        ref = fp32.get((r["model"], r["device"], r["corpus"]))
+        if ref is None or r["status"] != "ok" or not c.get("transcript"):
+            r["same_as_fp32"] = r["same_as_fp32_pct"] = math.nan
+            continue
+        hyps = normalised_hypotheses(c["transcript"])
+        same = sum(hyps.get(k) == v for k, v in ref.items())
+        r["same_as_fp32"] = same
+        r["same_as_fp32_pct"] = 100.0 * same / len(ref) if ref else math.nan
 
 
 def speaker_files(corpora: dict[str, str | Path], specs: dict[str, dict]) -> dict[str, Path]:

@@ -369,6 +369,7 @@ MD_COLUMNS = (
     ("WER % [95 % CI]", "---:"),
     ("ΔWER pp [95 % CI]", "---:"),
     ("QoI %", "---:"),
+    ("= fp32 %", "---:"),
     ("empty", "---:"),
     ("loop", "---:"),
     ("RTFx [low, high]", "---:"),
@@ -386,7 +387,8 @@ def _legend(pareto_max_wer: float | None) -> str:
         "**WER**: % with a 95 % percentile-bootstrap interval over utterances. "
         "**ΔWER**: WER − fp32 WER of the same model, device and corpus, in percentage points, with a "
         "paired-bootstrap 95 % interval; `*` = the interval excludes 0; – = no fp32 row on that device. "
-        "**QoI**: % of utterances with no more word errors than fp32 on the same utterance. "
+        "**QoI**: % of utterances with no more word errors than fp32 on the same utterance; **= fp32**: % "
+        "whose normalised hypothesis is exactly fp32's. "
         "**empty**: utterances with an empty hypothesis (the reference is not); **loop**: utterances "
         "whose hypothesis repeats a 1–5-word n-gram ≥ 4 times in a row where the reference does not. "
         "**RTFx**: seconds of audio per second of wall time, median over timed batches [slowest, "
@@ -405,7 +407,8 @@ def summary_markdown(
     scheme, library, bits, compute dtype, size MB (artifact_bytes / 1e6),
     compression %, model memory MB, WER % with its 95 % bootstrap interval
     (``4.31 [3.10, 5.62]``), ΔWER in percentage points against fp32 with its
-    paired interval and ``*`` when the interval excludes 0, QoI %, the
+    paired interval and ``*`` when the interval excludes 0, QoI %, the share of
+    hypotheses identical to fp32's (``= fp32 %``), the
     numbers of empty and looping hypotheses, and RTFx with its range over
     timed batches.  A device column appears when the table holds more than
     one device.  Unsupported and failed cells are listed below each table
@@ -504,6 +507,7 @@ def _row_cells(r: pd.Series, multi_device: bool, decimals: int, with_ct2: bool =
             text += " *"
         cells.append(text)
     cells.append(_fmt(r.get("qoi_pct"), ".1f"))
+    cells.append(_fmt(r.get("same_as_fp32_pct"), ".1f"))
     cells.append(_fmt(r.get("empty_hyps"), ".0f"))
     cells.append(_fmt(r.get("looping_hyps"), ".0f"))
     rtfx, lo_x, hi_x = (_num(r.get(k)) for k in ("rtfx", "rtfx_low", "rtfx_high"))
