@@ -92,9 +92,14 @@ def test_the_study_configs_plan_their_cuda_jobs_from_this_cpu_machine(configfile
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg = yaml.safe_load((REPO / configfile).read_text())
     blocks = cfg["grid"] if isinstance(cfg["grid"], list) else [cfg["grid"]]
+    def runs_on_cuda(spec: dict) -> bool:
+        backend = get_backend(spec["library"])
+        params = backend.resolve("s", {k: v for k, v in spec.items() if k != "library"})
+        return backend.unsupported_reason(params, "cuda") is None  # e.g. CTranslate2 int16 is CPU-only
+
     cuda_schemes = {s for b in blocks if "cuda" in b["devices"]
                     for s in (default["schemes"] if b["schemes"] == "all" else b["schemes"])
-                    if "cuda" in get_backend(default["schemes"][s]["library"]).devices}
+                    if runs_on_cuda(default["schemes"][s])}
     planned = _planned_transcriptions(configfile, "--config", 'devices={"cuda": {"available": true}}')
     assert planned.get("cuda") == len(cuda_schemes) * corpora
     if not cuda_present():  # auto: nothing for cuda on a CPU-only planner
