@@ -187,6 +187,22 @@ def test_disjoint_ids_of_the_same_embedded_set_may_calibrate(default_config):
         _check(cfg)
 
 
+@pytest.mark.parametrize("split, ok", [("test-clean", False), ("test.other", False), ("dev-clean", True),
+                                       ("dev-other", True), ("train-clean-100", False)])
+def test_a_librispeech_calibration_corpus_comes_from_a_dev_split(default_config, split, ok):
+    """The guard of the corpus calibration.corpus names, before anything is built (LibriSpeech's one rule,
+    librispeech.check_calibration_split)."""
+    cfg = copy.deepcopy(default_config)
+    cfg["schemes"]["static"] = dict(STATIC)
+    cfg["corpora"]["ls-cal"] = {"source": "librispeech", "split": split, "loader": "hf", "revision": "a" * 40}
+    cfg["calibration"]["corpus"] = "ls-cal"
+    if ok:
+        _check(cfg)
+    else:
+        with pytest.raises(ConfigError, match=r"^corpora\.ls-cal\.split: calibration corpus 'ls-cal': "):
+            _check(cfg)
+
+
 def test_snakemake_refuses_before_building_the_dag(tmp_path, default_config, download_cache):
     """Both layers through the real workflow: a schema error and a cross-field error."""
     for mutate, key in [

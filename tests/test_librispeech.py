@@ -349,8 +349,20 @@ def test_calibration_refuses_test_splits(tmp_path, split):
 def test_calibration_uses_dev_clean():
     assert ls.calibration_split() == "dev-clean"
     assert ls.check_calibration_split("validation.clean") == "dev-clean"
+    assert ls.check_calibration_split("validation.other") == "dev-other"
     with pytest.raises(ValueError):
         ls.check_calibration_split("train-clean-100")
+
+
+def test_a_dev_split_builds_as_an_evaluation_corpus(tmp_path):
+    """dev-other (and dev-clean) are evaluation corpora too: the source no longer treats every dev split
+    as a calibration set (whose guard allowed dev-clean only, so dev-other crashed)."""
+    from whisperquant.data.sources import librispeech
+
+    for split in ("dev-other", "dev-clean"):
+        manifest = librispeech.build(split, {"source": "librispeech", "split": split, "loader": "hf", "limit": 1,
+                                             "data_files": [str(PARQUET)]}, tmp_path / split, tmp_path / "cache")
+        assert len(manifest.read_text().splitlines()) == 2
 
 
 def test_build_corpus_from_config_entry(tmp_path):

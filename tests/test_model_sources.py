@@ -62,3 +62,35 @@ def test_an_incomplete_ct2_directory_lists_what_is_missing(tiny_en_ct2_dir, tmp_
     shutil.copy(tiny_en_ct2_dir / "model.bin", partial / "model.bin")
     with pytest.raises(ModelSourceError, match=r"missing config\.json, tokenizer\.json"):
         import_model("x", {"source": "local_ct2", "path": str(partial)}, tmp_path / "m", tmp_path)
+
+
+def test_a_random_model_has_exactly_the_named_architectures_tensors(tiny_en):
+    """``source: random``, architecture tiny with the English vocabulary, is tiny.en tensor for tensor in name,
+    shape and dtype (so its artifact sizes are the real model's), with other weights and tiny.en's tokenizer."""
+    from safetensors import safe_open
+
+    spec = {"source": "random", "architecture": "tiny", "tokenizer_from": tiny_en.name, "vocab_size": 51864,
+            "seed": 3}
+    out = import_model("tiny-shapes", spec, tiny_en.parent / "tiny-shapes", tiny_en.parent)
+    try:
+        def shapes(folder: Path) -> dict:
+            with safe_open(str(folder / "model.safetensors"), "pt") as f:
+                return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}  # noqa: SIM118
+
+        assert shapes(out) == shapes(tiny_en)
+        size = (tiny_en / "model.safetensors").stat().st_size
+        assert (out / "model.safetensors").stat().st_size == pytest.approx(size, abs=4096)  # header metadata
+        ours, real = load_file(out / "model.safetensors"), load_file(tiny_en / "model.safetensors")
+        assert not ours["model.encoder.layers.0.fc1.weight"].equal(real["model.encoder.layers.0.fc1.weight"])
+        assert (out / "tokenizer.json").read_bytes() == (tiny_en / "tokenizer.json").read_bytes()
+        source = json.loads((out / "SOURCE.json").read_text())
+        assert source["random_weights"] is True and source["found"]["d_model"] == 384
+        again = import_model("tiny-shapes", spec, tiny_en.parent / "tiny-shapes-2", tiny_en.parent)
+        assert load_file(again / "model.safetensors")["model.encoder.layers.0.fc1.weight"].equal(
+            ours["model.encoder.layers.0.fc1.weight"])  # seeded: the same weights every time
+        with pytest.raises(ModelSourceError, match=r"^models\.x\.tokenizer_from: 'tiny\.en' has 51864 tokens"):
+            import_model("x", {**spec, "vocab_size": 51865, "tokenizer_from": "tiny.en"}, tiny_en.parent / "x",
+                         tiny_en.parent)
+    finally:
+        shutil.rmtree(tiny_en.parent / "tiny-shapes", ignore_errors=True)
+        shutil.rmtree(tiny_en.parent / "tiny-shapes-2", ignore_errors=True)

@@ -187,3 +187,37 @@ def test_write_report_end_to_end(tmp_path):
     assert "| × CT2 int8 |" not in md  # no CTranslate2 int8 cell: no column for it and "| direction-only |" in md
     assert set(pd.read_csv(out / "study.csv")["comparable"]) == {"direction-only"}
     assert (out / "plots" / "size_vs_wer.png").stat().st_size > 5000
+
+
+def test_a_random_weight_model_never_shows_a_wer_and_its_small_sizes_meet_the_study(tmp_path):
+    """source: random rows keep size and speed, lose every accuracy figure; architecture small's compression
+    is compared with the study's numerically (its tensors are Whisper-small's), its WER figures are not."""
+    from whisperquant.report.aggregate import RANDOM_WEIGHTS, write_report
+
+    cells = []
+    for scheme, lib, size in (("fp32", "fp32", 9.67e8), ("quanto-w8", "quanto", 4.2e8)):
+        d = tmp_path / scheme
+        d.mkdir()
+        pd.DataFrame({"id": ["u1", "u2"], "ref_words": [5, 5], "substitutions": [5, 5], "deletions": 0,
+                      "insertions": 0, "hits": 0, "errors": [5, 5], "empty": 0, "looping": 0}).to_csv(
+            d / "utts.tsv", sep="\t", index=False)
+        for name, rec in (("quant", {**QUANT, "library": lib, "artifact_bytes": size}), ("timing", TIMING),
+                          ("score", {**SCORE, "n_utts": 2, "ref_words": 10, "errors": 10, "wer": 1.0})):
+            (d / f"{name}.json").write_text(json.dumps(rec))
+        cells.append({**CELL, "model": "small-shapes", "scheme": scheme, "corpus": "clean",
+                      **{k: str(d / f"{k}.json") for k in ("quant", "timing", "score")}, "utts": str(d / "utts.tsv")})
+    out = tmp_path / "report"
+    models = {"small-shapes": {"source": "random", "architecture": "small", "tokenizer_from": "base"}}
+    write_report(cells, [], out / "summary.csv", out / "summary.md", out / "plots", n_resamples=50, seed=0,
+                 clean="clean", noisy=None, out_study=out / "study.csv", models=models,
+                 corpora={"clean": {"source": "embedded"}})
+    df = pd.read_csv(out / "summary.csv").set_index("scheme")
+    assert df.wer.isna().all() and df.wer_ci_low.isna().all() and df.errors.isna().all()
+    assert (df.reason == RANDOM_WEIGHTS).all() and (df.status == "ok").all()
+    assert df.loc["quanto-w8", "compression_pct"] == pytest.approx(100 * (1 - 4.2e8 / 9.67e8))
+    assert df.rtfx.notna().all()
+    study = pd.read_csv(out / "study.csv")
+    size = study[study.metric == "size reduction vs fp32 %"].set_index("scheme")
+    assert size.loc["quanto-w8", "comparable"] == "numeric"
+    assert size.loc["quanto-w8", "difference"] == pytest.approx(100 * (1 - 4.2e8 / 9.67e8) - 57)
+    assert set(study[study.metric != "size reduction vs fp32 %"].comparable) <= {"direction-only"}

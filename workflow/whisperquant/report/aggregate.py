@@ -107,6 +107,22 @@ def add_speedups(rows: list[dict], quants: list[dict]) -> None:
             r[column] = rtfx / base if ok and r["status"] == "ok" else math.nan
 
 
+#: What a random-weight model's row never shows: its transcripts mean nothing.
+ACCURACY_COLUMNS = ("errors", "substitutions", "deletions", "insertions", "wer", "insertion_rate", "empty_hyps",
+                    "looping_hyps", "same_as_fp32", "same_as_fp32_pct")
+RANDOM_WEIGHTS = "random weights (models.<model>.source: random): size and speed only, never a WER"
+
+
+def without_accuracy(df: pd.DataFrame, models: set[str]) -> pd.DataFrame:
+    """Blank every accuracy figure of ``models`` (random weights: :data:`RANDOM_WEIGHTS` says so)."""
+    rows = df.model.isin(models)
+    if rows.any():
+        df = df.copy()
+        df.loc[rows, list(ACCURACY_COLUMNS)] = math.nan
+        df.loc[rows & (df.status == "ok"), "reason"] = RANDOM_WEIGHTS
+    return df
+
+
 def normalised_hypotheses(transcript: str | Path) -> dict[str, str]:
     """Utterance id -> its hypothesis as scored (Whisper's English normalisation)."""
     import json
@@ -168,8 +184,10 @@ def write_report(cells: list[dict], unsupported: list[dict], out_csv: str | Path
     from . import plots, study, tables
 
     df = build_summary(cells, unsupported)
+    random = {m for m, spec in (models or {}).items() if spec.get("source") == "random"}
+    df = without_accuracy(df, random)
     utt = {(c["model"], c["scheme"], c["device"], c["corpus"]): tables.read_utt_scores(c["utts"])
-           for c in cells}
+           for c in cells if c["model"] not in random}
     clusters = {corpus: read_speakers(path) for corpus, path in (speakers or {}).items()}
     df = tables.add_statistics(df, {k: v for k, v in utt.items() if len(v)}, n_resamples=n_resamples, seed=seed,
                                pareto_max_wer=pareto_max_wer, speakers=clusters)

@@ -12,7 +12,9 @@ A number is only compared *numerically* (``comparable = numeric``, with
 * the model's config has ``source: hub`` and ``repo_id: openai/whisper-small``;
 * for a figure on a test set, our corpus's config has ``source: librispeech``,
   the same ``split`` (``test-clean`` / ``test-other``) and no ``limit`` (a
-  subset is another test set).  Size figures need the model only.
+  subset is another test set).  Size figures need the model only -- or its
+  shapes: a ``source: random`` model of ``architecture: small`` has exactly
+  Whisper-small's tensors, so its artifact sizes are the study's model's.
 
 Everything else (the default embedded config: other models, other speech) is
 ``direction-only``: our value is shown, no difference is computed, and only
@@ -80,6 +82,12 @@ def is_study_model(spec: Mapping | None) -> bool:
     return bool(spec) and all(spec.get(k) == v for k, v in STUDY_MODEL.items())
 
 
+def is_study_shapes(spec: Mapping | None) -> bool:
+    """Whether a model config is a random-weight Whisper of the study's architecture (sizes only)."""
+    return bool(spec) and spec.get("source") == "random" and spec.get("architecture") == "small" \
+        and int(spec.get("vocab_size", 51865)) == 51865 and int(spec.get("num_mel_bins", 80)) == 80
+
+
 def is_study_corpus(spec: Mapping | None, split: str) -> bool:
     """Whether a corpus config is the whole LibriSpeech ``split`` (no ``limit``)."""
     return (bool(spec) and spec.get("source") == "librispeech" and spec.get("split") == split
@@ -104,8 +112,9 @@ def compare(summary: pd.DataFrame, clean_corpus: str | None, noisy_corpus: str |
             if ref.corpus and corpus is None:
                 continue
             ours = _ours(summary, model, ref.scheme, corpus, ref.metric)
-            numeric = is_study_model(models.get(model)) and (
-                not ref.corpus or is_study_corpus(corpora.get(corpus), ref.corpus))
+            spec = models.get(model)
+            numeric = (is_study_model(spec) and (not ref.corpus or is_study_corpus(corpora.get(corpus), ref.corpus))
+                       ) or (ref.metric == "compression_pct" and is_study_shapes(spec))
             diff = ours - float(ref.value) if numeric and not math.isnan(ours) else math.nan
             rows.append({
                 "model": model, "scheme": ref.scheme, "study_corpus": ref.corpus or "(any)",

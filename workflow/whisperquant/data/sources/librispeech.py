@@ -69,7 +69,7 @@ HF_SPLITS = {
 }
 SPLITS = tuple(HF_SPLITS)
 TEST_SPLITS = ("test-clean", "test-other")
-CALIBRATION_SPLITS = ("dev-clean",)
+CALIBRATION_SPLITS = ("dev-clean", "dev-other")
 
 OPENSLR_BASE_URL = "https://www.openslr.org/resources/12"
 #: MD5 of the tarballs as published in https://www.openslr.org/resources/12/md5sum.txt
@@ -103,8 +103,10 @@ def normalize_split(split: str) -> str:
 def check_calibration_split(split: str) -> str:
     """Return ``split`` (normalised) if calibration may use it; raise ``ValueError`` otherwise.
 
-    Calibration utterances come from dev-clean only: calibrating on a test set would leak the
-    evaluation data into the quantised model.
+    Calibration utterances come from a dev split: calibrating on a test set would leak the
+    evaluation data into the quantised model.  The config check
+    (:func:`whisperquant.config.check_config`) applies this to the corpus ``calibration.corpus``
+    names, before anything is built; a dev split may also be an evaluation corpus.
     """
     s = normalize_split(split)
     if s in TEST_SPLITS:
@@ -533,8 +535,10 @@ def download_openslr(
 
 def build(name: str, spec: dict, out_dir: Path, cache_dir: Path, upstream: Path | None = None) -> Path:
     """Corpus source ``librispeech``: a split from the Hub's parquet files or openslr's tarballs."""
+    # Whether this corpus calibrates is the config's knowledge (calibration.corpus), checked there
+    # with check_calibration_split before any job runs; a dev split may be evaluated too.
     return build_corpus(spec, out_dir, download_dir=Path(cache_dir) / "librispeech",
-                        hf_cache_dir=Path(cache_dir) / "hf", calibration=spec.get("split", "").startswith("dev"))
+                        hf_cache_dir=Path(cache_dir) / "hf")
 
 
 def build_corpus(

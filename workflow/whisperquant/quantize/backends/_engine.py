@@ -73,6 +73,22 @@ class EngineModel:
         return list(gc.suppress_tokens or []), list(gc.begin_suppress_tokens or [])
 
 
+#: Greedy tokens per calibration batch of a static engine scheme: the evaluation's own decoding, up
+#: to a sentence or two, rather than a fixed handful of tokens.
+CALIBRATION_TOKENS = 96
+
+
+def calibration_settings(model_dir: Path) -> dict:
+    """The greedy rule's keyword arguments for calibration decoding: the evaluation's prompt (English,
+    transcribe, no timestamps), suppression lists and end of text, :data:`CALIBRATION_TOKENS` at most."""
+    meta = EngineModel(model_dir, lambda *a: [])
+    suppress, begin = meta.suppression()
+    multilingual = int(meta.config.vocab_size) >= 51865  # OpenAI's rule (transcribe.is_multilingual)
+    return {"prompt": meta.prompt("en" if multilingual else None, "transcribe" if multilingual else None),
+            "eos": int(meta.generation_config.eos_token_id), "suppress": suppress, "begin_suppress": begin,
+            "max_new_tokens": CALIBRATION_TOKENS, "config": meta.config}
+
+
 class Engine(Backend):
     """A deployment runtime: builds its artifact from the fp32 checkpoint, decodes with its own kernels."""
 

@@ -288,3 +288,34 @@ def greedy_generate(
             break
         ids = nxt[:, None].astype(np.int64)
     return out
+
+
+def calibration_inputs(
+    encode: Callable[[np.ndarray], tuple],
+    step: Callable[[np.ndarray, tuple, tuple], tuple[np.ndarray, tuple]],
+    batches: list[np.ndarray],
+    empty: Callable[[int], tuple],
+    *,
+    steps_per_batch: int = 16,
+    **greedy: object,
+) -> tuple[list[dict], list[dict]]:
+    """(encoder inputs, decoder-step inputs) met while greedily decoding calibration batches in float32.
+
+    A static scheme's activation ranges come from the inputs the graphs see in real decoding: each
+    batch is decoded by :func:`greedy_generate` (same prompt and rules as evaluation, ``greedy``
+    its keyword arguments); of its decoder steps, ``steps_per_batch`` evenly spaced ones are kept
+    (every step's cache would hold the square of the length), the prompt step always.
+    """
+    enc_inputs, dec_inputs = [], []
+    for features in batches:
+        enc_inputs.append({"input_features": features})
+        seen: list[dict] = []
+
+        def recording_step(ids, cache, cross, seen=seen):
+            seen.append(dict(zip(DECODER_INPUTS, (ids, *cache, *cross), strict=True)))
+            return step(ids, cache, cross)
+
+        greedy_generate(encode, recording_step, features, empty(features.shape[0]), **greedy)
+        keep = sorted({0, *(round(i * (len(seen) - 1) / max(1, steps_per_batch - 1)) for i in range(steps_per_batch))})
+        dec_inputs += [seen[i] for i in keep if i < len(seen)]
+    return enc_inputs, dec_inputs

@@ -11,6 +11,12 @@ Linear (``targets``, matched on the node names the export gives: the module
 paths) and to nothing else -- the attention products and the tied output
 projection stay float, as in every other library's schemes.
 
+``quantization: static`` is ``quantize_static`` in QDQ format: int8 weights
+and int8 activations per tensor, whose ranges (``calibrate_method``: minmax,
+percentile or entropy) come from the inputs both graphs see while fp32 decodes
+the calibration set greedily with the evaluation's rule
+(:func:`~._engine.calibration_settings`; 16 decoder steps kept per batch).
+
 Decoding is :func:`~._graphs.greedy_generate` over the two sessions (one
 encoder run per batch, one decoder-step run per token), each session with the
 job's thread count, full graph optimisation and no memory-mapped weights.
@@ -22,16 +28,27 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ._engine import Engine, EngineModel, runtime_threads
-from ._graphs import DECODER_INPUTS, empty_cache, export_onnx, greedy_generate, onnx_linear_nodes
+from ._engine import Engine, EngineModel, calibration_settings, runtime_threads
+from ._graphs import (
+    DECODER_INPUTS,
+    calibration_inputs,
+    empty_cache,
+    export_onnx,
+    greedy_generate,
+    onnx_linear_nodes,
+)
 
 GRAPHS = ("encoder.onnx", "decoder.onnx")
 
 
 class ONNXRuntime(Engine):
     library = "onnxruntime"
-    parameters = {"quantization": (("none", "dynamic"), "dynamic"), "per_channel": (bool, False)}
+    parameters = {"quantization": (("none", "dynamic", "static"), "dynamic"), "per_channel": (bool, False),
+                  "calibrate_method": (("minmax", "percentile", "entropy"), "minmax")}
     artifact_files = GRAPHS
+
+    def needs_calibration(self, params: dict) -> bool:
+        return params["quantization"] == "static"
 
     def bits(self, params: dict) -> float:
         return 32.0 if params["quantization"] == "none" else 8.0
@@ -42,6 +59,9 @@ class ONNXRuntime(Engine):
     def method(self, params: dict) -> str:
         if params["quantization"] == "none":
             return "none (ONNX Runtime fp32)"
+        if params["quantization"] == "static":
+            return (f"static QDQ: int8 weights {'per channel' if params['per_channel'] else 'per tensor'}, int8 "
+                    f"activations per tensor with {params['calibrate_method']} ranges from the calibration set")
         return (f"dynamic: int8 weights {'per channel' if params['per_channel'] else 'per tensor'}, uint8 "
                 "activations per tensor at run time (quantize_dynamic, MatMulInteger)")
 
@@ -58,43 +78,35 @@ class ONNXRuntime(Engine):
         with tempfile.TemporaryDirectory(dir=out_dir) as fp32_dir:
             export_onnx(model, Path(fp32_dir), frames=2 * model.config.max_source_positions)
             del model
+            samples = None
+            if params["quantization"] == "static":
+                samples = dict(zip(GRAPHS, _calibration_samples(base_model_dir, Path(fp32_dir), calibration),
+                                   strict=True))
             for name in GRAPHS:
                 src = Path(fp32_dir) / name
                 nodes, _ = onnx_linear_nodes(src, params["targets"])
                 if not nodes:
                     shutil.copyfile(src, out_dir / name)  # no target Linear in this graph
                     continue
-                quantize_dynamic(str(src), str(out_dir / name), weight_type=QuantType.QInt8,
-                                 per_channel=params["per_channel"], op_types_to_quantize=["MatMul"],
-                                 nodes_to_quantize=nodes, extra_options={"MatMulConstBOnly": True})
+                if samples is None:
+                    quantize_dynamic(str(src), str(out_dir / name), weight_type=QuantType.QInt8,
+                                     per_channel=params["per_channel"], op_types_to_quantize=["MatMul"],
+                                     nodes_to_quantize=nodes, extra_options={"MatMulConstBOnly": True})
+                else:
+                    _quantize_static(src, out_dir / name, nodes, samples[name], params)
                 _restore_tied_projection(out_dir / name)
 
     def load(self, base_model_dir: Path, params: dict, artifact_dir: Path, device: str) -> EngineModel:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = runtime_threads()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        encoder, decoder = (ort.InferenceSession(str(artifact_dir / name), options, providers=["CPUExecutionProvider"])
-                            for name in GRAPHS)
-        model = EngineModel(base_model_dir, lambda *a: decode(*a))
+        encode, step, sessions = _session_functions(artifact_dir)
+        model = EngineModel(base_model_dir, lambda *a: decode(*a), keep=sessions)
         suppress, begin = model.suppression()
         eos = int(model.generation_config.eos_token_id)
-
-        def encode(features):
-            return tuple(encoder.run(None, {"input_features": features}))
-
-        def step(ids, cache, cross):
-            logits, k, v = decoder.run(None, dict(zip(DECODER_INPUTS, (ids, *cache, *cross), strict=True)))
-            return logits, (k, v)
 
         def decode(features, prompt, max_new_tokens):
             empty = empty_cache(model.config, features.shape[0])
             return greedy_generate(encode, step, features, (empty, empty), prompt=prompt, eos=eos,
                                    suppress=suppress, begin_suppress=begin, max_new_tokens=max_new_tokens)
 
-        model._keep = (encoder, decoder)
         return model
 
     def tensor_bytes(self, artifact_dir: Path) -> dict[str, int]:
@@ -109,6 +121,27 @@ class ONNXRuntime(Engine):
 
     def module_of(self, tensor: str) -> str:
         return tensor.split(":", 1)[1]  # initializers carry the parameter (or weight_t) names
+
+
+def _session_functions(artifact_dir: Path):
+    """(encode, step, sessions) over the two graphs: the job's threads, full optimisation, CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = runtime_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    encoder, decoder = (ort.InferenceSession(str(artifact_dir / name), options, providers=["CPUExecutionProvider"])
+                        for name in GRAPHS)
+
+    def encode(features):
+        return tuple(encoder.run(None, {"input_features": features}))
+
+    def step(ids, cache, cross):
+        logits, k, v = decoder.run(None, dict(zip(DECODER_INPUTS, (ids, *cache, *cross), strict=True)))
+        return logits, (k, v)
+
+    return encode, step, (encoder, decoder)
 
 
 def _restore_tied_projection(path: Path) -> None:
@@ -135,3 +168,39 @@ def _restore_tied_projection(path: Path) -> None:
             graph.node.insert(list(graph.node).index(node), gemm)
             graph.node.remove(node)
     onnx.save(model, str(path))
+
+
+def _calibration_samples(base_model_dir: Path, fp32_dir: Path, calibration) -> tuple[list[dict], list[dict]]:
+    """Encoder and decoder-step inputs from greedy fp32 decoding of the calibration batches."""
+    if not calibration:
+        raise ValueError("ONNX Runtime static quantisation needs a calibration set")
+    encode, step, _ = _session_functions(fp32_dir)
+    settings = calibration_settings(base_model_dir)
+    config = settings.pop("config")
+    return calibration_inputs(encode, step, [f.numpy() for f in calibration],
+                              lambda b: (empty_cache(config, b), empty_cache(config, b)), **settings)
+
+
+def _quantize_static(src: Path, dst: Path, nodes: list[str], samples: list[dict], params: dict) -> None:
+    """``quantize_static`` (QDQ, int8 activations and weights) of the target MatMuls on ``samples``."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Samples(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(samples)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[params["calibrate_method"]]
+    quantize_static(str(src), str(dst), Samples(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, per_channel=params["per_channel"], op_types_to_quantize=["MatMul"],
+                    nodes_to_quantize=nodes, calibrate_method=method,
+                    extra_options={"MatMulConstBOnly": True, "ActivationSymmetric": False})

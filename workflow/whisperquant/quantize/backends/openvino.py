@@ -13,6 +13,11 @@ on the MatMul weights of the target Linears only (the embedding, the
 attention products and the tied output projection are in NNCF's ignored
 scope, as they stay float in every other library's schemes).  Weights are
 decompressed inside the MatMul kernels: the matmuls compute in float32.
+``compression: full_int8`` is ``nncf.quantize`` with the transformer preset
+(SmoothQuant, int8 weights and activations) on the same target MatMuls,
+calibrated on the inputs both graphs see while the fp32 IR decodes the
+calibration set greedily with the evaluation's rule
+(:func:`~._engine.calibration_settings`).
 
 Inference: ``INFERENCE_PRECISION_HINT`` f32 -- on a CPU with AVX512-BF16 or AMX
 OpenVINO would otherwise run float models in bfloat16, and ``fp32`` means
@@ -26,13 +31,20 @@ import tempfile
 from pathlib import Path
 
 from ..registry import SchemeError
-from ._engine import Engine, EngineModel, runtime_threads
-from ._graphs import DECODER_INPUTS, empty_cache, export_onnx, greedy_generate, onnx_linear_nodes
+from ._engine import Engine, EngineModel, calibration_settings, runtime_threads
+from ._graphs import (
+    DECODER_INPUTS,
+    calibration_inputs,
+    empty_cache,
+    export_onnx,
+    greedy_generate,
+    onnx_linear_nodes,
+)
 
 GRAPHS = ("encoder", "decoder")
 #: compression -> (NNCF mode name, weight bits)
 COMPRESSION = {"none": (None, 32.0), "int8_asym": ("INT8_ASYM", 8.0), "int8_sym": ("INT8_SYM", 8.0),
-               "int4_sym": ("INT4_SYM", 4.0), "int4_asym": ("INT4_ASYM", 4.0)}
+               "int4_sym": ("INT4_SYM", 4.0), "int4_asym": ("INT4_ASYM", 4.0), "full_int8": ("quantize", 8.0)}
 
 
 class OpenVINO(Engine):
@@ -50,6 +62,12 @@ class OpenVINO(Engine):
             raise SchemeError(f"schemes.{scheme}.group_size: {params['group_size']} does not divide the model's "
                               f"width {d}")
 
+    def needs_calibration(self, params: dict) -> bool:
+        return params["compression"] == "full_int8"
+
+    def compute_dtype(self, params: dict, device: str) -> str:
+        return "int8" if params["compression"] == "full_int8" else "float32"
+
     def bits(self, params: dict) -> float:
         return COMPRESSION[params["compression"]][1]
 
@@ -57,6 +75,9 @@ class OpenVINO(Engine):
         c = params["compression"]
         if c == "none":
             return "none (OpenVINO fp32)"
+        if c == "full_int8":
+            return ("static: nncf.quantize (transformer preset: SmoothQuant, int8 weights and activations) "
+                    "calibrated on the calibration set")
         kind = "per output channel" if c.startswith("int8") else f"in groups of {params['group_size']}"
         return f"weight-only: NNCF {c} {kind}, decompressed to float32 in the MatMul"
 
@@ -67,50 +88,35 @@ class OpenVINO(Engine):
 
         out_dir.mkdir(parents=True, exist_ok=True)
         model = load_fp32(base_model_dir)
-        with tempfile.TemporaryDirectory(dir=out_dir) as onnx_dir:
-            export_onnx(model, Path(onnx_dir), frames=2 * model.config.max_source_positions)
+        mode = COMPRESSION[params["compression"]][0]
+        with tempfile.TemporaryDirectory(dir=out_dir) as work:
+            export_onnx(model, Path(work), frames=2 * model.config.max_source_positions)
             del model
-            for name in GRAPHS:
-                src = Path(onnx_dir) / f"{name}.onnx"
-                graph = ov.convert_model(str(src))
-                mode = COMPRESSION[params["compression"]][0]
-                if mode is not None:
-                    targets, _ = onnx_linear_nodes(src, params["targets"])
-                    if targets:
-                        graph = _compress(graph, mode, params, targets)
+            graphs = {name: ov.convert_model(str(Path(work) / f"{name}.onnx")) for name in GRAPHS}
+            samples = None
+            if mode == "quantize":
+                for name, graph in graphs.items():  # fp32 IR, decoded to collect calibration inputs
+                    ov.save_model(graph, str(Path(work) / f"{name}.xml"), compress_to_fp16=False)
+                samples = _calibration_samples(base_model_dir, Path(work), calibration)
+            for name, graph in graphs.items():
+                targets, _ = onnx_linear_nodes(Path(work) / f"{name}.onnx", params["targets"])
+                if mode == "quantize" and targets:
+                    graph = _quantize(graph, samples[name], targets)
+                elif mode is not None and targets:
+                    graph = _compress(graph, mode, params, targets)
                 ov.save_model(graph, str(out_dir / f"{name}.xml"), compress_to_fp16=False)
 
     def load(self, base_model_dir: Path, params: dict, artifact_dir: Path, device: str) -> EngineModel:
-        import openvino as ov
-
-        core = ov.Core()
-        core.set_property({"ENABLE_MMAP": False})
-        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": runtime_threads(),
-                  "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
-        encoder, decoder = (core.compile_model(str(artifact_dir / f"{name}.xml"), "CPU", config) for name in GRAPHS)
-        model = EngineModel(base_model_dir, lambda *a: decode(*a))
+        encode, step, keep = _session_functions(artifact_dir)
+        model = EngineModel(base_model_dir, lambda *a: decode(*a), keep=keep)
         suppress, begin = model.suppression()
         eos = int(model.generation_config.eos_token_id)
-        enc_req, dec_req = encoder.create_infer_request(), decoder.create_infer_request()
-
-        def outputs(request, n: int) -> tuple:  # copies: the request reuses its output buffers
-            return tuple(request.get_output_tensor(i).data.copy() for i in range(n))
-
-        def encode(features):
-            enc_req.infer({"input_features": features})
-            return outputs(enc_req, 2)
-
-        def step(ids, cache, cross):
-            dec_req.infer(dict(zip(DECODER_INPUTS, (ids, *cache, *cross), strict=True)))
-            logits, k, v = outputs(dec_req, 3)
-            return logits, (k, v)
 
         def decode(features, prompt, max_new_tokens):
             empty = empty_cache(model.config, features.shape[0])
             return greedy_generate(encode, step, features, (empty, empty), prompt=prompt, eos=eos,
                                    suppress=suppress, begin_suppress=begin, max_new_tokens=max_new_tokens)
 
-        model._keep = (core, encoder, decoder, enc_req, dec_req)
         return model
 
     def tensor_bytes(self, artifact_dir: Path) -> dict[str, int]:
@@ -125,6 +131,55 @@ class OpenVINO(Engine):
 
     def module_of(self, tensor: str) -> str:
         return tensor.split(":")[1] + "."  # "<module>." so that the module prefix matches
+
+
+def _session_functions(artifact_dir: Path):
+    """(encode, step, what to keep alive) over the two compiled IR graphs (f32, the job's threads)."""
+    import openvino as ov
+
+    core = ov.Core()
+    core.set_property({"ENABLE_MMAP": False})
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": runtime_threads(),
+              "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    encoder, decoder = (core.compile_model(str(artifact_dir / f"{name}.xml"), "CPU", config) for name in GRAPHS)
+    enc_req, dec_req = encoder.create_infer_request(), decoder.create_infer_request()
+
+    def outputs(request, n: int) -> tuple:  # copies: the request reuses its output buffers
+        return tuple(request.get_output_tensor(i).data.copy() for i in range(n))
+
+    def encode(features):
+        enc_req.infer({"input_features": features})
+        return outputs(enc_req, 2)
+
+    def step(ids, cache, cross):
+        dec_req.infer(dict(zip(DECODER_INPUTS, (ids, *cache, *cross), strict=True)))
+        logits, k, v = outputs(dec_req, 3)
+        return logits, (k, v)
+
+    return encode, step, (core, encoder, decoder, enc_req, dec_req)
+
+
+def _calibration_samples(base_model_dir: Path, fp32_dir: Path, calibration) -> dict[str, list[dict]]:
+    """Per graph, the inputs it sees while the fp32 IR decodes the calibration batches greedily."""
+    if not calibration:
+        raise ValueError("OpenVINO full int8 quantisation needs a calibration set")
+    encode, step, _ = _session_functions(fp32_dir)
+    settings = calibration_settings(base_model_dir)
+    config = settings.pop("config")
+    enc, dec = calibration_inputs(encode, step, [f.numpy() for f in calibration],
+                                  lambda b: (empty_cache(config, b), empty_cache(config, b)), **settings)
+    return {"encoder": enc, "decoder": dec}
+
+
+def _quantize(graph, samples: list[dict], targets: list[str]):
+    """``nncf.quantize`` (transformer preset) of the target MatMuls; every other op in the ignored scope."""
+    import nncf
+
+    wanted = set(targets)
+    ignored = [op.get_friendly_name() for op in graph.get_ops()
+               if op.get_type_name() in ("MatMul", "Gather", "Convolution") and op.get_friendly_name() not in wanted]
+    return nncf.quantize(graph, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
+                         subset_size=len(samples), ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
 
 
 def _compress(graph, mode: str, params: dict, targets: list[str]):
