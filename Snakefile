@@ -21,6 +21,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/quantize.smk"
 include: "workflow/rules/transcribe.smk"
 include: "workflow/rules/score.smk"
+include: "workflow/rules/sensitivity.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/cluster.smk"
 
@@ -30,3 +31,8 @@ rule all:
     input:
         f"{RESULTS}/report/summary.csv",
         f"{RESULTS}/report/summary.md",
+        [
+            f"{RESULTS}/report/sensitivity/{s['model']}/{s['scheme']}.{ext}"
+            for s in config.get("sensitivity", [])
+            for ext in ("csv", "json", "png")
+        ],

@@ -195,6 +195,20 @@ def check_config(config: dict) -> dict[str, dict]:
                 "separate corpus"
             )
         _check_disjoint(config, cc)
+    for i, item in enumerate(config.get("sensitivity") or []):
+        where = f"sensitivity[{i}]"
+        if item["model"] not in models:
+            raise ConfigError(f"{where}.model: unknown model {item['model']!r}; defined: {', '.join(models)}")
+        if item["scheme"] not in schemes:
+            raise ConfigError(f"{where}.scheme: unknown scheme {item['scheme']!r}")
+        backend = get_backend(schemes[item["scheme"]]["library"])
+        from .quantize.backends._engine import Engine
+
+        if isinstance(backend, Engine) or schemes[item["scheme"]]["library"] == "fp32":
+            raise ConfigError(f"{where}.scheme: {item['scheme']!r} ({schemes[item['scheme']]['library']}) quantises "
+                              "no single Linear; pick a PyTorch-side library's scheme")
+        if not cc:
+            raise ConfigError(f"{where}: the analysis runs on the calibration corpus; set calibration.corpus")
     if (config.get("report") or {}).get("bootstrap_unit") == "speaker":
         for corpus in grid["corpora"]:
             origin, spec = _origin(corpora, corpus)
@@ -386,6 +400,8 @@ STAGE_CODE = {
     "quantize": ("quantize", "jobs.py", "records.py", "data/audio.py", "data/manifest.py", "evaluate/transcribe.py"),
     "transcribe": ("quantize", "evaluate/transcribe.py", "jobs.py", "records.py", "data/audio.py",
                    "data/manifest.py"),
+    "sensitivity": ("quantize", "evaluate/sensitivity.py", "evaluate/transcribe.py", "jobs.py", "records.py",
+                    "data/audio.py", "data/manifest.py"),
     "score": ("evaluate/scoring.py", "evaluate/regressions.py", "jobs.py", "records.py", "data/manifest.py"),
     "report": ("report", "evaluate/stats.py", "evaluate/scoring.py", "data/manifest.py", "records.py"),
 }

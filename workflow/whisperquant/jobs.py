@@ -142,6 +142,38 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     log.info("%s/%s: %s", model, scheme, {k: record.get(k) for k in ("status", "artifact_bytes", "param_bytes")})
 
 
+# --------------------------------------------------------------------------- sensitivity
+
+
+def sensitivity_job(model: str, model_dir: str | Path, scheme: str, params: dict,
+                    calibration_manifest: str | Path, calibration_utterances: int, language: str,
+                    out_csv: str | Path, out_json: str | Path, out_plot: str | Path) -> None:
+    """Layer sensitivity of ``scheme`` on ``model`` (:mod:`whisperquant.evaluate.sensitivity`): table, facts, plot."""
+    import pandas as pd
+    from transformers import WhisperProcessor
+
+    from .data.audio import load_audio
+    from .evaluate.sensitivity import COLUMNS, layer_sensitivity
+    from .evaluate.transcribe import load_corpus
+    from .quantize.calibration import calibration_features
+    from .report.plots import plot_sensitivity
+
+    library = params["library"]
+    p = {k: v for k, v in params.items() if k != "library"}
+    utts = load_corpus(calibration_manifest)[:calibration_utterances]
+    processor = WhisperProcessor.from_pretrained(str(model_dir))
+    calibration = calibration_features(processor, [load_audio(u.audio_path, u.id) for u in utts])
+    rows, facts = layer_sensitivity(Path(model_dir), library, p, calibration, language=language)
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    write_text(out_csv, df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    top = df.nlargest(5, "kl")[["module", "kl", "sqnr_db", "top1_pct"]].to_dict("records")
+    write_json(out_json, {"model": model, "scheme": scheme, **facts, "calibration_utterances": [u.id for u in utts],
+                          "top5_by_kl": top})
+    plot_sensitivity(df, Path(out_plot).with_suffix(""), f"{model} / {scheme}")
+    log.info("%s/%s: %d layers in %.0f s; most sensitive %s", model, scheme, len(rows), facts["total_s"],
+             [t["module"] for t in top])
+
+
 # --------------------------------------------------------------------------- transcribe
 
 

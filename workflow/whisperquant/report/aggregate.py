@@ -119,6 +119,7 @@ def without_accuracy(df: pd.DataFrame, models: set[str]) -> pd.DataFrame:
     if rows.any():
         df = df.copy()
         df.loc[rows, list(ACCURACY_COLUMNS)] = math.nan
+        df["reason"] = df["reason"].astype(object)  # all-empty reasons read as float
         df.loc[rows & (df.status == "ok"), "reason"] = RANDOM_WEIGHTS
     return df
 
