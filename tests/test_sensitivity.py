@@ -13,7 +13,6 @@ DECODER_0 = r"^model\.decoder\.layers\.0\."
 @pytest.fixture(scope="module")
 def calibration(tiny_en, two_clip_corpus):
     from transformers import WhisperProcessor
-
     from whisperquant.data.audio import load_audio
     from whisperquant.evaluate.transcribe import load_corpus
     from whisperquant.quantize.calibration import calibration_features
