@@ -24,5 +24,7 @@ def test_default_grid_yields_no_failed_row(default_config, download_cache, tmp_p
     snakemake(tmp_path, "--cores", "2", timeout=1500)
     summary = pd.read_csv(tmp_path / "results" / "report" / "summary.csv")
     assert sorted(summary.scheme) == sorted(names)
-    bad = summary[summary.status != "ok"]
+    # the one row that is not ok is decided before any job runs: a CUDA compute type on this CPU machine
+    bad = summary[(summary.status != "ok") & ~((summary.status == "unsupported") & (summary.scheme == "ct2-float16"))]
     assert bad.empty, bad[["scheme", "status", "reason"]].to_string()
+    assert "no float16 kernels on cpu" in summary.set_index("scheme").loc["ct2-float16", "reason"]

@@ -5,6 +5,8 @@ For a scheme and a model, every target Linear is quantised alone (the scheme's
 run teacher-forced on the calibration batches: the encoder on each batch's
 log-mel features, the decoder on the tokens fp32 itself decodes greedily for
 that batch (the evaluation's prompt and rules, :data:`MAX_NEW_TOKENS` at most).
+(A decoder Linear leaves the encoder fp32, so its rows reuse fp32's encoder
+output: the encoder pass, most of the cost, runs only for encoder Linears.)
 Each layer's row says how far the quantised model's next-token distributions
 move from fp32's over the decoded positions (up to and including end of text):
 
@@ -62,8 +64,10 @@ def _reference(model, calibration: list[torch.Tensor], language: str) -> list[di
             # logits at position t predict token t + 1: scored from the last prompt token to end of text
             mask = (pos[None, :] >= p - 1) & (pos[None, :] < first_eos[:, None])
             ids = seqs[:, :-1]
-            logits = model(input_features=feats, decoder_input_ids=ids).logits
-            out.append({"features": feats, "ids": ids, "mask": mask, "logits": logits[mask].float()})
+            encoded = model.model.encoder(feats).last_hidden_state
+            logits = model(encoder_outputs=(encoded,), decoder_input_ids=ids).logits
+            out.append({"features": feats, "encoded": encoded, "ids": ids, "mask": mask,
+                        "logits": logits[mask].float()})
     return out
 
 
@@ -103,8 +107,13 @@ def layer_sensitivity(model_dir: Path, library: str, params: dict, calibration: 
         kls, sq_num, sq_den, agree, n = [], 0.0, 0.0, 0.0, 0
         with torch.no_grad():
             for batch in ref:
-                feats = batch["features"].to(dtype) if dtype is not None else batch["features"]
-                q = model(input_features=feats, decoder_input_ids=batch["ids"]).logits[batch["mask"]].float()
+                if name.startswith("model.decoder."):  # the encoder is fp32's: reuse its output
+                    enc = batch["encoded"].to(dtype) if dtype is not None else batch["encoded"]
+                    inputs = {"encoder_outputs": (enc,)}
+                else:
+                    inputs = {"input_features": batch["features"].to(dtype) if dtype is not None
+                              else batch["features"]}
+                q = model(**inputs, decoder_input_ids=batch["ids"]).logits[batch["mask"]].float()
                 kl, top1 = _damage(batch["logits"], q)
                 m = batch["logits"].shape[0]
                 kls.append(kl * m)
