@@ -3,6 +3,7 @@ pipeline identically (proven on fixtures in the Hub's and openslr's exact format
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -32,9 +33,18 @@ def test_paper_config_is_valid_and_lists_every_cell(default_config, paper_config
     import torch
 
     if not torch.cuda.is_available():  # CPU-only machine: every CUDA cell is a reported row, not a crash
-        assert len(runnable) == n and len(unsupported) == n
-        assert all(c.device == "cuda" for c in unsupported)
-        assert all("CUDA is not available" in r or "no cuda implementation" in r for r in unsupported.values())
+        assert len(runnable) + len(unsupported) == 2 * n
+        assert all(c.device == "cpu" for c in runnable)
+        assert {c for c in unsupported if c.device == "cuda"} == {dataclasses.replace(c, device="cuda") for c in [
+            *runnable, *unsupported] if c.device == "cpu"}
+        cuda_reasons = [r for c, r in unsupported.items() if c.device == "cuda"]
+        assert all("CUDA is not available" in r or "no cuda implementation" in r or "kernels on cuda" in r
+                   for r in cuda_reasons)
+        # on CPU only a compute type the engine has no CPU kernels for is refused, and it says so
+        cpu_refused = {c.scheme: r for c, r in unsupported.items() if c.device == "cpu"}
+        assert set(cpu_refused) == {s for s, spec in schemes.items() if spec["library"] == "ctranslate2"
+                                    and "float16" in spec.get("compute_type", "")}, cpu_refused
+        assert all("kernels on cpu" in r for r in cpu_refused.values())
     pytorch_cuda = [r for c, r in unsupported.items() if schemes[c.scheme]["library"] == "pytorch"]
     assert all("no cuda implementation" in r for r in pytorch_cuda)
 
@@ -49,9 +59,17 @@ def test_paper_dag_builds_offline():
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     counts = {p[0]: int(p[1]) for line in out.splitlines() if len(p := line.split()) == 2 and p[1].isdigit()}
-    n_schemes = len(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["schemes"])
-    assert counts["quantize"] == n_schemes
-    assert counts["transcribe"] >= 2 * n_schemes  # every scheme on both test sets (CPU; CUDA where present)
+    # one quantize job per scheme with a runnable cell (ct2's float16 types have none on a CPU-only
+    # machine), every runnable cell transcribed on both test sets
+    from whisperquant.config import cells, check_config
+
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    merged = {**default, **paper, "models": {**default["models"], **paper["models"]},
+              "corpora": {**default["corpora"], **paper["corpora"]}}
+    runnable, _ = cells(merged, check_config(merged))
+    assert counts["quantize"] == len({c.scheme for c in runnable})
+    assert counts["transcribe"] == len(runnable)
 
 
 @pytest.fixture(scope="module")
