@@ -46,9 +46,15 @@ def test_each_linear_gets_a_row_and_two_bits_hurt_more_than_eight(tiny_en, calib
 
 
 def test_sensitivity_runs_through_the_workflow(tmp_path, default_config, download_cache):
-    """A ``sensitivity:`` entry is a rule of its own: table, facts and plot, from the calibration corpus."""
+    """A ``sensitivity:`` entry is a rule of its own: table, facts and plot, from the calibration corpus;
+    mixed-precision schemes are planned from its table and run like any other cell."""
+    hqq = {"library": "hqq", "group_size": 64, "targets": DECODER_0}
     schemes = {"fp32": {"library": "fp32"},
-               "hqq-4bit-d0": {"library": "hqq", "bits": 4, "group_size": 64, "targets": DECODER_0}}
+               "hqq-4bit-d0": {**hqq, "bits": 4},
+               "hqq-keep3-d0": {**hqq, "bits": 2, "mixed": {"sensitivity": "hqq-4bit-d0", "keep": 3, "keep_bits": 8}},
+               # tiny.en is 151.1 MB in fp32, decoder layer 0's Linears 9.4 MB of it: between all-2 and all-8 bits
+               "hqq-budget-d0": {**hqq, "mixed": {"sensitivity": "hqq-4bit-d0", "budget_mb": 143.3,
+                                                  "choices": [2, 4, 8]}}}
     cfg = small_config(default_config, download_cache, schemes=schemes)
     cfg["sensitivity"] = [{"model": "tiny.en", "scheme": "hqq-4bit-d0"}]
     write_config(tmp_path, cfg)
@@ -62,6 +68,26 @@ def test_sensitivity_runs_through_the_workflow(tmp_path, default_config, downloa
     assert len(facts["top5_by_kl"]) == 5 and facts["calibration_utterances"]
     assert facts["top5_by_kl"][0]["kl"] == pytest.approx(table.kl.max(), rel=1e-5)  # the CSV keeps 6 digits
     assert (out / "hqq-4bit-d0.png").stat().st_size > 10_000
+    assert facts["bits"] == 4
+    ranked = list(table.sort_values("kl", ascending=False).module)
+    keep = json.loads((tmp_path / "results/quantized/tiny.en/hqq-keep3-d0/cell.json").read_text())
+    assert keep["status"] == "ok" and keep["mixed"]["widths"] == {"8": 3, "2": 7}
+    assert sorted(m for m, w in keep["mixed"]["plan"].items() if w == 8) == sorted(ranked[:3])
+    assert sorted(keep["resolved_params"]["layer_bits"]) == sorted(ranked[:3])
+    budget = json.loads((tmp_path / "results/quantized/tiny.en/hqq-budget-d0/cell.json").read_text())
+    assert budget["status"] == "ok" and len(budget["mixed"]["widths"]) >= 2, budget["mixed"]
+    assert budget["artifact_bytes"] <= 143.3e6 and 2 < budget["bits"] < 8
+    for scheme in ("hqq-keep3-d0", "hqq-budget-d0"):  # scored cells, in the summary like any other
+        score = json.loads((tmp_path / f"results/scores/tiny.en/{scheme}/cpu/clean.json").read_text())
+        assert score["status"] == "ok", score
+    summary = pd.read_csv(tmp_path / "results/report/summary.csv").set_index("scheme")
+    assert summary.loc["hqq-budget-d0", "bits"] == pytest.approx(budget["bits"])
+    cfg["schemes"]["hqq-keep3-d0"]["mixed"]["sensitivity"] = "nope"
+    write_config(tmp_path, cfg)
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "schemes.hqq-keep3-d0.mixed.sensitivity: unknown scheme 'nope'" in (
+        proc.stdout + proc.stderr)
+    cfg["schemes"]["hqq-keep3-d0"]["mixed"]["sensitivity"] = "hqq-4bit-d0"
     cfg["sensitivity"] = [{"model": "tiny.en", "scheme": "fp32"}]
     write_config(tmp_path, cfg)
     proc = snakemake(tmp_path, "-n", check=False)

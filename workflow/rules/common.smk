@@ -60,6 +60,14 @@ def calibration_input(wildcards):
     return []
 
 
+def mixed_sensitivity_input(wildcards):
+    # A mixed-precision scheme is planned from the sensitivity table of its `mixed.sensitivity` scheme.
+    mixed = SCHEMES[wildcards.scheme].get("mixed")
+    if mixed:
+        return [f"{RESULTS}/report/sensitivity/{wildcards.model}/{mixed['sensitivity']}.csv"]
+    return []
+
+
 def model_source_input(wildcards):
     """A local checkpoint's files, so that replacing them re-imports the model (remote sources: none)."""
     spec = config["models"][wildcards.model]

@@ -5,6 +5,7 @@ rule quantize:
     input:
         model=f"{RESOURCES}/models/{{model}}",
         calibration=calibration_input,
+        sensitivity=mixed_sensitivity_input,
     output:
         directory(f"{RESULTS}/quantized/{{model}}/{{scheme}}"),
     log:

@@ -12,4 +12,5 @@ quantize_job(
     snakemake.input.calibration[0] if snakemake.input.calibration else None,
     snakemake.params.calibration_utterances,
     snakemake.log[0],
+    snakemake.input.sensitivity[0] if snakemake.input.sensitivity else None,
 )

@@ -195,16 +195,28 @@ def check_config(config: dict) -> dict[str, dict]:
                 "separate corpus"
             )
         _check_disjoint(config, cc)
+    for s in grid_schemes:
+        mixed = schemes[s].get("mixed")
+        if not mixed:
+            continue
+        where, source = f"schemes.{s}.mixed.sensitivity", mixed["sensitivity"]
+        if source not in schemes:
+            raise ConfigError(f"{where}: unknown scheme {source!r}")
+        if schemes[source].get("mixed"):
+            raise ConfigError(f"{where}: {source!r} is itself mixed; name the scheme the layers were measured under")
+        if _quantises_no_single_linear(schemes[source]["library"]):
+            raise ConfigError(f"{where}: {source!r} ({schemes[source]['library']}) quantises no single Linear; "
+                              "pick a PyTorch-side library's scheme")
+        if not cc:
+            raise ConfigError(f"{where}: the sensitivity analysis runs on the calibration corpus; "
+                              "set calibration.corpus")
     for i, item in enumerate(config.get("sensitivity") or []):
         where = f"sensitivity[{i}]"
         if item["model"] not in models:
             raise ConfigError(f"{where}.model: unknown model {item['model']!r}; defined: {', '.join(models)}")
         if item["scheme"] not in schemes:
             raise ConfigError(f"{where}.scheme: unknown scheme {item['scheme']!r}")
-        backend = get_backend(schemes[item["scheme"]]["library"])
-        from .quantize.backends._engine import Engine
-
-        if isinstance(backend, Engine) or schemes[item["scheme"]]["library"] == "fp32":
+        if _quantises_no_single_linear(schemes[item["scheme"]]["library"]):
             raise ConfigError(f"{where}.scheme: {item['scheme']!r} ({schemes[item['scheme']]['library']}) quantises "
                               "no single Linear; pick a PyTorch-side library's scheme")
         if not cc:
@@ -226,6 +238,14 @@ def check_config(config: dict) -> dict[str, dict]:
             except SchemeError as e:
                 raise ConfigError(f"{e} of model {m!r}") from e
     return schemes
+
+
+def _quantises_no_single_linear(library: str) -> bool:
+    """fp32/fp16 and the engines: no sensitivity analysis can quantise one of their Linears alone."""
+    from .quantize import get_backend
+    from .quantize.backends._engine import Engine
+
+    return isinstance(get_backend(library), Engine) or library in ("fp32", "fp16")
 
 
 def model_dims(spec: dict) -> dict:

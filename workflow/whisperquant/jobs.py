@@ -97,10 +97,63 @@ def build_corpus_job(name: str, spec: dict, out_manifest: str | Path, cache_dir:
 # --------------------------------------------------------------------------- quantize
 
 
+_BUDGET_ATTEMPTS = 4
+
+
+def mixed_plan(model_dir: str | Path, backend, params: dict, sensitivity_csv: str | Path,
+               overshoot: float = 0.0) -> tuple[dict, dict]:
+    """(plan, the library's parameters for it) of a scheme's ``mixed:`` block (:mod:`.quantize.mixed`).
+
+    ``overshoot``: bytes the allocator's byte model missed on the previous plan (taken off the budget).
+    """
+    import csv
+
+    import torch
+
+    from .quantize import mixed
+    from .quantize.base import architecture, target_linears
+    from .quantize.linear_swap import WEIGHTS
+
+    spec = params["mixed"]
+    arch = architecture(Path(model_dir))
+    targets = target_linears(arch, params["targets"])
+    numel = {m: arch.get_submodule(m).weight.numel() for m in targets}
+    with open(sensitivity_csv, newline="", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    if "keep" in spec:
+        plan = mixed.rule_plan(table, targets, spec["keep"], spec.get("keep_bits", mixed.FLOAT),
+                               params.get("bits", backend.bits(params)))
+        info = {}
+    else:
+        sens_scheme = Path(sensitivity_csv).stem
+        facts = read_json(Path(sensitivity_csv).with_suffix(".json"))
+        if "bits" not in facts:
+            raise ValueError(f"{Path(sensitivity_csv).with_suffix('.json')}: no 'bits' (the width the layers were "
+                             "measured at); rerun the sensitivity rule")
+        ref = float(facts["bits"])
+        weights = Path(model_dir, WEIGHTS).stat().st_size
+        fixed = weights - sum(n * torch.finfo(torch.float32).bits // 8 for n in numel.values())
+        try:
+            plan = mixed.budget_plan(table, targets, ref, spec["choices"], spec["budget_mb"] * 1e6 - overshoot, fixed,
+                                     lambda m, w: backend.weight_bytes(params, numel[m], w))
+        except ValueError as e:
+            raise ValueError(f"{e} (sensitivity table of {sens_scheme})") from None
+        info = {"estimated_bytes": round(fixed + sum(backend.weight_bytes(params, numel[m], w)
+                                                     for m, w in plan.items()))}
+    resolved = mixed.resolved_params(params, plan, backend.bits(params))
+    info = {**info, "sensitivity": spec["sensitivity"], "widths": mixed.summary(plan),
+            "mean_bits": round(mixed.mean_bits(plan, numel), 4), "plan": plan}
+    return info, resolved
+
+
 def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, out_dir: str | Path,
                  calibration_manifest: str | Path | None, calibration_utterances: int,
-                 log_file: str | Path) -> None:
-    """Quantise, save and size one (model, scheme); a LibraryLimitation becomes a failed record."""
+                 log_file: str | Path, sensitivity_csv: str | Path | None = None) -> None:
+    """Quantise, save and size one (model, scheme); a LibraryLimitation becomes a failed record.
+
+    A scheme with a ``mixed:`` block is quantised with the per-layer formats planned from
+    ``sensitivity_csv``; the plan and the parameters it became are in ``cell.json``.
+    """
     from .quantize import LibraryLimitation, get_backend
     from .quantize.base import linear_names
 
@@ -113,6 +166,7 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     tmp.mkdir(parents=True)
     record = {"model": model, "scheme": scheme, "library": library, "params": p,
               "bits": backend.bits(p), "method": backend.method(p), "compute_dtype": backend.compute_dtype(p, "cpu")}
+    config_params = p
     calibration = None
     if backend.needs_calibration(p):
         from transformers import WhisperProcessor
@@ -125,16 +179,36 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
         processor = WhisperProcessor.from_pretrained(str(model_dir))
         calibration = calibration_features(processor, [load_audio(u.audio_path, u.id) for u in utts])
         record["calibration_utterances"] = [u.id for u in utts]
-    t0 = time.perf_counter()
-    try:
-        backend.build(Path(model_dir), p, calibration, tmp)  # quantise and save, or an engine's conversion
-        record["quantize_s"] = round(time.perf_counter() - t0, 3)
-    except LibraryLimitation as e:
-        log.error("%s cannot quantise this: %s\n%s", library, e, traceback.format_exc())
-        record.update(status="failed", reason=f"{library}: {e}"[:500], log=str(log_file))
-    else:
+    budget = (p.get("mixed") or {}).get("budget_mb")
+    overshoot = 0.0
+    for attempt in range(1, _BUDGET_ATTEMPTS + 1):
+        if "mixed" in config_params:
+            info, p = mixed_plan(model_dir, backend, config_params, sensitivity_csv, overshoot)
+            record.update(mixed={**info, "attempts": attempt}, resolved_params=p, bits=info["mean_bits"],
+                          method=f"{backend.method(config_params)}; mixed from {info['sensitivity']}'s "
+                                 "sensitivity: " + ", ".join(f"{n}x {w}" for w, n in info["widths"].items()))
+        t0 = time.perf_counter()
+        try:
+            backend.build(Path(model_dir), p, calibration, tmp)  # quantise and save, or an engine's conversion
+            record["quantize_s"] = round(time.perf_counter() - t0, 3)
+        except LibraryLimitation as e:
+            log.error("%s cannot quantise this: %s\n%s", library, e, traceback.format_exc())
+            record.update(status="failed", reason=f"{library}: {e}"[:500], log=str(log_file))
+            break
         names, _ = linear_names(Path(model_dir), p["targets"])
         record.update(status="ok", quantized_modules=len(names), **backend.sizes(tmp, names))
+        if budget is None or record["artifact_bytes"] <= budget * 1e6:
+            break
+        # The allocator's byte model leaves out the file's per-tensor header entries and padding:
+        # plan again with the budget lowered by what the model missed on this plan.
+        overshoot = max(overshoot, record["artifact_bytes"] - record["mixed"]["estimated_bytes"])
+        log.info("plan %d: %d bytes over the %.3f MB budget; planning again", attempt,
+                 record["artifact_bytes"] - budget * 1e6, budget)
+        for f in tmp.iterdir():
+            f.unlink()
+    else:
+        raise ValueError(f"schemes.{scheme}.mixed.budget_mb: {budget} MB not met after {_BUDGET_ATTEMPTS} plans "
+                         f"(last artifact {record['artifact_bytes'] / 1e6:.3f} MB)")
     write_json(tmp / "cell.json", record)
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -167,7 +241,10 @@ def sensitivity_job(model: str, model_dir: str | Path, scheme: str, params: dict
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     write_text(out_csv, df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
     top = df.nlargest(5, "kl")[["module", "kl", "sqnr_db", "top1_pct"]].to_dict("records")
-    write_json(out_json, {"model": model, "scheme": scheme, **facts, "calibration_utterances": [u.id for u in utts],
+    from .quantize import get_backend
+
+    write_json(out_json, {"model": model, "scheme": scheme, **facts, "bits": get_backend(library).bits(p),
+                          "calibration_utterances": [u.id for u in utts],
                           "top5_by_kl": top})
     plot_sensitivity(df, Path(out_plot).with_suffix(""), f"{model} / {scheme}")
     log.info("%s/%s: %d layers in %.0f s; most sensitive %s", model, scheme, len(rows), facts["total_s"],
@@ -251,6 +328,8 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
     qrec = read_json(Path(artifact_dir) / "cell.json")
     backend = get_backend(params["library"])
     p = {k: v for k, v in params.items() if k != "library"}
+    if "mixed" in p and qrec["status"] == "ok":
+        p = qrec["resolved_params"]  # the per-layer formats the plan chose when the artifact was made
     base = {"model": model, "scheme": scheme, "device": device, "library": params["library"],
             "corpus_manifest": str(corpus_manifest), "compute_dtype": backend.compute_dtype(p, device)}
     if qrec["status"] != "ok":

@@ -58,16 +58,21 @@ class Backend(ABC):
     #: names and values outside the allowed set are config errors.
     parameters: ClassVar[dict[str, tuple[Any, Any]]] = {}
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    #: Whether target Linears may differ in bit-width (``layer_bits``: module -> bits), which a
+    #: ``mixed:`` block with widths other than ``float`` needs (:mod:`whisperquant.quantize.mixed`).
+    per_layer_bits: ClassVar[bool] = False
+    #: Whether the scheme's ``targets`` select what is quantised (a ``mixed:`` block narrows them).
+    honours_targets: ClassVar[bool] = True
 
     # ---- configuration time (no torch import needed) -------------------------
     def resolve(self, scheme: str, params: dict) -> dict:
         """Fill defaults and validate; raise SchemeError naming ``schemes.<scheme>.<key>``."""
         out: dict[str, Any] = {}
         for key in params:
-            if key not in self.parameters and key not in ("library", "targets"):
+            if key not in self.parameters and key not in ("library", "targets", "mixed"):
                 raise SchemeError(
                     f"schemes.{scheme}.{key}: unknown parameter for library {self.library!r}; "
-                    f"valid: {', '.join(sorted([*self.parameters, 'targets']))}"
+                    f"valid: {', '.join(sorted([*self.parameters, 'targets', 'mixed']))}"
                 )
         for key, (allowed, default) in self.parameters.items():
             value = params.get(key, default)
@@ -87,6 +92,14 @@ class Backend(ABC):
         except re.error as e:
             raise SchemeError(f"schemes.{scheme}.targets: invalid regular expression: {e}") from e
         out["targets"] = targets
+        if "mixed" in params:
+            from .mixed import check_spec
+
+            if not self.honours_targets:
+                raise SchemeError(f"schemes.{scheme}.mixed: {self.library} quantises no chosen set of layers")
+            allowed = self.parameters.get("bits", (None,))[0] if self.per_layer_bits else None
+            check_spec(scheme, params["mixed"], allowed)
+            out["mixed"] = dict(params["mixed"])
         self.check(scheme, out)
         return out
 
@@ -124,6 +137,11 @@ class Backend(ABC):
     def method(self, params: dict) -> str:
         """Short description: weight-only / dynamic / static, granularity."""
         return ""
+
+    def weight_bytes(self, params: dict, numel: int, bits) -> float:
+        """Bytes one target Linear's ``numel`` weights take at ``bits`` (``"float"``: float32), for the
+        mixed-precision allocator; libraries with per-group meta-data or padding override."""
+        return numel * 4.0 if bits == "float" else numel * float(bits) / 8
 
     def check_model(self, scheme: str, params: dict, dims: dict) -> None:
         """Model-dependent checks (e.g. group size divides the layer width)."""

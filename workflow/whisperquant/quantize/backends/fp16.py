@@ -22,6 +22,7 @@ class FP16(Backend):
     library = "fp16"
     parameters = {"dtype": (_DTYPES, "float16")}
     devices = ("cpu", "cuda")
+    honours_targets = False
 
     def bits(self, params: dict) -> float:
         return 16.0

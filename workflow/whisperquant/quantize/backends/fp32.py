@@ -11,6 +11,7 @@ from ..linear_swap import load_checkpoint
 class FP32(Backend):
     library = "fp32"
     devices = ("cpu", "cuda")
+    honours_targets = False
 
     def method(self, params: dict) -> str:
         return "none (fp32 baseline)"

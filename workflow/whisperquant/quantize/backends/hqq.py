@@ -29,14 +29,16 @@ from ..linear_swap import LinearSwapBackend
 from ..registry import SchemeError
 
 _BITS = (1, 2, 3, 4, 8)
+#: bits a weight takes once packed (hqq's ``bit_to_packing``: 3-bit packs 10 values in 32 bits)
+_PACKED_BITS = {1: 1.0, 2: 2.0, 3: 3.2, 4: 4.0, 8: 8.0}
 #: the per-group meta-data stored in ``meta_dtype`` (cast to the compute dtype when loaded)
 _META = ("scale", "zero")
 
 
-def _config(params: dict) -> dict:
+def _config(params: dict, bits: int | None = None) -> dict:
     from hqq.core.quantize import BaseQuantizeConfig
 
-    return BaseQuantizeConfig(nbits=params["bits"], group_size=params["group_size"], axis=params["axis"])
+    return BaseQuantizeConfig(nbits=bits or params["bits"], group_size=params["group_size"], axis=params["axis"])
 
 
 class HQQ(LinearSwapBackend):
@@ -48,6 +50,7 @@ class HQQ(LinearSwapBackend):
         "meta_dtype": (("float16", "float32"), "float16"),
     }
     devices = ("cpu", "cuda")
+    per_layer_bits = True
 
     def bits(self, params: dict) -> float:
         return float(params["bits"])
@@ -58,6 +61,13 @@ class HQQ(LinearSwapBackend):
     def method(self, params: dict) -> str:
         return (f"{params['bits']}-bit weight-only, group {params['group_size']} (axis {params['axis']}), "
                 f"{params['meta_dtype']} scales and zeros")
+
+    def weight_bytes(self, params: dict, numel: int, bits) -> float:
+        """Packed weights (3-bit: 10 values per int32) plus a scale and a zero per group in ``meta_dtype``."""
+        if bits == "float":
+            return numel * 4.0
+        meta = 2 if params["meta_dtype"] == "float16" else 4
+        return numel * _PACKED_BITS[bits] / 8 + numel / params["group_size"] * 2 * meta
 
     def check_model(self, scheme: str, params: dict, dims: dict) -> None:
         g = params["group_size"]
@@ -77,8 +87,9 @@ class HQQ(LinearSwapBackend):
         from hqq.core.quantize import HQQLinear
 
         meta = getattr(torch, params["meta_dtype"])
+        layer_bits = params.get("layer_bits") or {}  # a mixed-precision plan's other widths
         for name in target_linears(model, params["targets"]):
-            q = HQQLinear(model.get_submodule(name), _config(params),
+            q = HQQLinear(model.get_submodule(name), _config(params, layer_bits.get(name)),
                           compute_dtype=self._compute_dtype(device), device=device)
             for k in _META:  # rounded as the artifact stores them: the model evaluated is the one saved
                 q.meta[k] = q.meta[k].to(meta).to(q.meta[k].dtype)
@@ -101,6 +112,7 @@ class HQQ(LinearSwapBackend):
         from hqq.core.quantize import HQQLinear
 
         compute = self._compute_dtype(device)
+        # the stored state carries the layer's own nbits (a mixed plan's width), which load_state_dict restores
         q = HQQLinear(None, _config(params), compute_dtype=compute, device=device, initialize=False)
         q.load_state_dict({k: (v.to(compute) if k in _META else v) for k, v in tensors.items()})
         tensors.clear()
