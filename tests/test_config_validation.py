@@ -132,7 +132,9 @@ def test_default_config_is_valid(default_config):
     schemes = _check(copy.deepcopy(default_config))
     assert set(schemes) == set(default_config["schemes"])
     for name, resolved in schemes.items():  # full parameters: the backend's defaults filled in
-        assert set(get_backend(resolved["library"]).parameters) | {"library", "targets"} == set(resolved), name
+        own = {"mixed"} & set(default_config["schemes"][name])  # a mixed-precision block is kept as given
+        assert set(get_backend(resolved["library"]).parameters) | {"library", "targets"} | own == set(resolved), name
+        assert resolved.get("mixed") == default_config["schemes"][name].get("mixed"), name
 
 
 def test_schema_fills_defaults(default_config):
