@@ -3,28 +3,69 @@
 The default grid's schemes (all blocks of ``config/config.yaml``) on tiny.en and
 two real clips, through the real workflow: since only a backend's typed
 LibraryLimitation may become a ``failed`` row and anything else fails the job,
-a green run with every row ``ok`` is the proof.
+a green run with every row ``ok`` is the proof.  The same run shows that the
+deployment runtimes' cells are ordinary grid cells.
 """
 
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 import pytest
 from whisperquant.config import scheme_names
 from workflow_utils import small_config, snakemake, write_config
 
+pytestmark = pytest.mark.slow
 
-@pytest.mark.slow
-def test_default_grid_yields_no_failed_row(default_config, download_cache, tmp_path):
+#: the runtimes' int8 schemes of the default grid, by library
+RUNTIME_INT8 = {"ctranslate2": "ct2-int8", "onnxruntime": "ort-int8", "openvino": "ov-int8"}
+
+
+@pytest.fixture(scope="module")
+def default_grid_run(default_config, download_cache, tmp_path_factory):
     names = scheme_names(default_config)
-    assert len(names) >= 17
     cfg = small_config(default_config, download_cache, {n: default_config["schemes"][n] for n in names})
     cfg["transcription"].update(threads=1, exclusive=False)  # results, not speed: two jobs at a time
-    write_config(tmp_path, cfg)
-    snakemake(tmp_path, "--cores", "2", timeout=1500)
-    summary = pd.read_csv(tmp_path / "results" / "report" / "summary.csv")
+    work = tmp_path_factory.mktemp("default-grid")
+    write_config(work, cfg)
+    snakemake(work, "--cores", "2", timeout=1500)
+    return work, names
+
+
+def test_default_grid_yields_no_failed_row(default_grid_run):
+    work, names = default_grid_run
+    assert len(names) >= 17
+    summary = pd.read_csv(work / "results" / "report" / "summary.csv")
     assert sorted(summary.scheme) == sorted(names)
     # the one row that is not ok is decided before any job runs: a CUDA compute type on this CPU machine
     bad = summary[(summary.status != "ok") & ~((summary.status == "unsupported") & (summary.scheme == "ct2-float16"))]
     assert bad.empty, bad[["scheme", "status", "reason"]].to_string()
     assert "no float16 kernels on cpu" in summary.set_index("scheme").loc["ct2-float16", "reason"]
+
+
+def test_runtime_cells_are_grid_cells(default_grid_run):
+    """Engine cells are quantised, transcribed, scored, in the summary with their speed ratios and sizes;
+    a CUDA-only compute type on this CPU machine is a row with its reason."""
+    work, _ = default_grid_run
+    df = pd.read_csv(work / "results" / "report" / "summary.csv").set_index("scheme")
+    int8 = list(RUNTIME_INT8.values())
+    assert (df.loc[int8, "status"] == "ok").all()
+    assert (df.loc[int8, "wer"] <= df.loc["fp32", "wer"] + 0.05).all(), df.loc[int8, "wer"]
+    assert df.loc["ct2-int8", "speedup_vs_ct2_int8"] == 1.0
+    ok = df[df.status == "ok"]
+    assert ok.speedup_vs_fp32.notna().all() and df.loc["fp32", "speedup_vs_fp32"] == 1.0
+    assert df.loc["fp32", "same_as_fp32_pct"] == 100.0 and ok.same_as_fp32.notna().all()
+    # the float32 runtimes decode exactly what transformers' fp32 decodes
+    assert (df.loc[["ct2-float32", "ort-fp32", "ov-fp32"], "same_as_fp32_pct"] == 100.0).all()
+    assert df.loc[int8, "compute_dtype"].tolist() == ["int8", "int8", "float32"]  # NNCF int8 weights: f32 matmuls
+    files = {"ctranslate2": ["model.bin", "config.json"], "onnxruntime": ["encoder.onnx", "decoder.onnx"],
+             "openvino": ["encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin"]}
+    for lib, scheme in RUNTIME_INT8.items():
+        folder = work / "results" / "quantized" / "tiny.en" / scheme
+        cell = json.loads((folder / "cell.json").read_text())
+        # artifact_bytes: what the runtime loads
+        assert cell["artifact_bytes"] == sum((folder / f).stat().st_size for f in files[lib])
+        assert abs(cell["artifact_bytes"] - df.loc[scheme, "artifact_bytes"]) < 1e3
+    md = (work / "results" / "report" / "summary.md").read_text()
+    assert "× CT2 int8" in md and "`ct2-float16` (ctranslate2): **unsupported**" in md

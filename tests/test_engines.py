@@ -9,10 +9,7 @@ engines run through Snakemake like any other library.
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from workflow_utils import small_config, snakemake, write_config
 
 FLOAT = {"ctranslate2": {"compute_type": "float32"}, "onnxruntime": {"quantization": "none"},
          "openvino": {"compression": "none"}}
@@ -167,36 +164,3 @@ def test_engine_parameters_and_devices_are_checked_at_config_time():
     ov = get_backend("openvino")
     with pytest.raises(SchemeError, match=r"group_size: 100 does not divide the model's width 384"):
         ov.check_model("x", ov.resolve("x", {"compression": "int4_sym", "group_size": 100}), {"d_model": 384})
-
-
-def test_engines_run_through_the_workflow(tmp_path, default_config, download_cache):
-    """Engine cells are grid cells: quantised, transcribed, scored, in the summary with their speed ratios;
-    a CUDA-only compute type on this CPU machine is a row with its reason."""
-    schemes = {"fp32": {"library": "fp32"}, **{f"{lib}-int8": {"library": lib, **spec} for lib, spec in INT8.items()},
-               "ct2-float16": {"library": "ctranslate2", "compute_type": "float16"}}
-    cfg = small_config(default_config, download_cache, schemes=schemes)
-    write_config(tmp_path, cfg)
-    snakemake(tmp_path, "--cores", "2", timeout=1500)
-    import pandas as pd
-
-    df = pd.read_csv(tmp_path / "results" / "report" / "summary.csv").set_index("scheme")
-    assert set(df.index) == set(schemes)
-    assert df.loc["ct2-float16", "status"] == "unsupported"
-    assert "no float16 kernels on cpu" in df.loc["ct2-float16", "reason"]
-    ok = df[df.status == "ok"]
-    assert len(ok) == 4 and (ok.wer <= df.loc["fp32", "wer"] + 0.05).all(), ok.wer
-    assert df.loc["ctranslate2-int8", "speedup_vs_ct2_int8"] == 1.0
-    assert ok.speedup_vs_fp32.notna().all() and df.loc["fp32", "speedup_vs_fp32"] == 1.0
-    assert df.loc["fp32", "same_as_fp32_pct"] == 100.0 and ok.same_as_fp32.notna().all()
-    dtypes = ok.loc[[f"{lib}-int8" for lib in INT8], "compute_dtype"].tolist()
-    assert dtypes == ["int8", "int8", "float32"]  # NNCF int8 weights are decompressed into float32 matmuls
-    files = {"ctranslate2": ["model.bin", "config.json"], "onnxruntime": ["encoder.onnx", "decoder.onnx"],
-             "openvino": ["encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin"]}
-    for lib in INT8:
-        folder = tmp_path / "results" / "quantized" / "tiny.en" / f"{lib}-int8"
-        cell = json.loads((folder / "cell.json").read_text())
-        # artifact_bytes: what the runtime loads
-        assert cell["artifact_bytes"] == sum((folder / f).stat().st_size for f in files[lib])
-        assert abs(cell["artifact_bytes"] - df.loc[f"{lib}-int8", "artifact_bytes"]) < 1e3
-    md = (tmp_path / "results" / "report" / "summary.md").read_text()
-    assert "× CT2 int8" in md and "`ct2-float16` (ctranslate2): **unsupported**" in md
