@@ -483,7 +483,7 @@ def size_vs_wer_figure(
     fig.legend(
         handles=handles, loc="outside right upper", fontsize=8, title="library / model", title_fontsize=8
     )
-    fig.suptitle(f"{title} ({_device_note(data)}; lower left is better)", fontsize=12)
+    fig.suptitle(f"{title}\n({_device_note(data)}; lower left is better)", fontsize=12)
     _freeze_layout(fig)
     for k, pts in labels.items():
         _label_points(fig, axes[0, k], pts)
@@ -555,7 +555,7 @@ def wer_vs_bits_figure(df: pd.DataFrame, device: str | None = None) -> Figure:
     fig.legend(
         handles=handles, loc="outside right upper", fontsize=8, title="library / model", title_fontsize=8
     )
-    fig.suptitle(f"{title} ({_device_note(data)}; error bars: 95 % bootstrap CI)", fontsize=12)
+    fig.suptitle(f"{title}\n({_device_note(data)}; error bars: 95 % bootstrap CI)", fontsize=12)
     return fig
 
 
