@@ -88,6 +88,11 @@ def test_sensitivity_runs_through_the_workflow(tmp_path, default_config, downloa
     assert proc.returncode != 0 and "schemes.hqq-keep3-d0.mixed.sensitivity: unknown scheme 'nope'" in (
         proc.stdout + proc.stderr)
     cfg["schemes"]["hqq-keep3-d0"]["mixed"]["sensitivity"] = "hqq-4bit-d0"
+    cfg["schemes"]["hqq-keep3-d0"]["targets"] = r"^model\.decoder\.layers\.1\."
+    write_config(tmp_path, cfg)
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "plan from a table of the same layers" in proc.stdout + proc.stderr
+    cfg["schemes"]["hqq-keep3-d0"]["targets"] = DECODER_0
     cfg["sensitivity"] = [{"model": "tiny.en", "scheme": "fp32"}]
     write_config(tmp_path, cfg)
     proc = snakemake(tmp_path, "-n", check=False)

@@ -207,6 +207,10 @@ def check_config(config: dict) -> dict[str, dict]:
         if _quantises_no_single_linear(schemes[source]["library"]):
             raise ConfigError(f"{where}: {source!r} ({schemes[source]['library']}) quantises no single Linear; "
                               "pick a PyTorch-side library's scheme")
+        if schemes[source]["targets"] != schemes[s]["targets"]:
+            raise ConfigError(f"{where}: {source!r} measured the Linears matching {schemes[source]['targets']!r}, "
+                              f"but schemes.{s}.targets is {schemes[s]['targets']!r}; plan from a table of the "
+                              "same layers")
         if not cc:
             raise ConfigError(f"{where}: the sensitivity analysis runs on the calibration corpus; "
                               "set calibration.corpus")
