@@ -245,11 +245,13 @@ def check_config(config: dict) -> dict[str, dict]:
 
 
 def _quantises_no_single_linear(library: str) -> bool:
-    """fp32/fp16 and the engines: no sensitivity analysis can quantise one of their Linears alone."""
+    """A library without chosen layers (fp32, fp16) or an engine (its layers are not PyTorch modules):
+    no sensitivity analysis can quantise one of its Linears alone."""
     from .quantize import get_backend
     from .quantize.backends._engine import Engine
 
-    return isinstance(get_backend(library), Engine) or library in ("fp32", "fp16")
+    backend = get_backend(library)
+    return isinstance(backend, Engine) or not backend.honours_targets
 
 
 def model_dims(spec: dict) -> dict:

@@ -100,15 +100,14 @@ def build_corpus_job(name: str, spec: dict, out_manifest: str | Path, cache_dir:
 _BUDGET_ATTEMPTS = 4
 
 
-def mixed_plan(model_dir: str | Path, backend, params: dict, sensitivity_csv: str | Path,
-               overshoot: float = 0.0) -> tuple[dict, dict]:
-    """(plan, the library's parameters for it) of a scheme's ``mixed:`` block (:mod:`.quantize.mixed`).
+def mixed_planner(model_dir: str | Path, backend, params: dict, sensitivity_csv: str | Path):
+    """The planner of a scheme's ``mixed:`` block (:mod:`.quantize.mixed`): ``plan(overshoot)`` gives
+    (facts for cell.json, the library's parameters for the plan).
 
-    ``overshoot``: bytes the allocator's byte model missed on the previous plan (taken off the budget).
+    The table, the architecture and the fixed bytes are read once; a budget scheme is planned
+    again with ``overshoot`` (bytes the byte model missed on the previous plan) off its budget.
     """
     import csv
-
-    import torch
 
     from .quantize import mixed
     from .quantize.base import architecture, target_linears
@@ -120,30 +119,36 @@ def mixed_plan(model_dir: str | Path, backend, params: dict, sensitivity_csv: st
     numel = {m: arch.get_submodule(m).weight.numel() for m in targets}
     with open(sensitivity_csv, newline="", encoding="utf-8") as f:
         table = list(csv.DictReader(f))
-    if "keep" in spec:
-        plan = mixed.rule_plan(table, targets, spec["keep"], spec.get("keep_bits", mixed.FLOAT),
-                               params.get("bits", backend.bits(params)))
-        info = {}
-    else:
-        sens_scheme = Path(sensitivity_csv).stem
-        facts = read_json(Path(sensitivity_csv).with_suffix(".json"))
+
+    def layer_bytes(m: str, w) -> float:
+        return backend.weight_bytes(params, numel[m], w)
+
+    if "budget_mb" in spec:
+        facts_file = Path(sensitivity_csv).with_suffix(".json")
+        facts = read_json(facts_file)
         if "bits" not in facts:
-            raise ValueError(f"{Path(sensitivity_csv).with_suffix('.json')}: no 'bits' (the width the layers were "
-                             "measured at); rerun the sensitivity rule")
-        ref = float(facts["bits"])
-        weights = Path(model_dir, WEIGHTS).stat().st_size
-        fixed = weights - sum(n * torch.finfo(torch.float32).bits // 8 for n in numel.values())
-        try:
-            plan = mixed.budget_plan(table, targets, ref, spec["choices"], spec["budget_mb"] * 1e6 - overshoot, fixed,
-                                     lambda m, w: backend.weight_bytes(params, numel[m], w))
-        except ValueError as e:
-            raise ValueError(f"{e} (sensitivity table of {sens_scheme})") from None
-        info = {"estimated_bytes": round(fixed + sum(backend.weight_bytes(params, numel[m], w)
-                                                     for m, w in plan.items()))}
-    resolved = mixed.resolved_params(params, plan, backend.bits(params))
-    info = {**info, "sensitivity": spec["sensitivity"], "widths": mixed.summary(plan),
-            "mean_bits": round(mixed.mean_bits(plan, numel), 4), "plan": plan}
-    return info, resolved
+            raise ValueError(f"{facts_file}: no 'bits' (the width the layers were measured at); "
+                             "rerun the sensitivity rule")
+        # everything but the target Linears' weights, as the fp32 checkpoint stores it
+        fixed = Path(model_dir, WEIGHTS).stat().st_size - sum(layer_bytes(m, mixed.FLOAT) for m in targets)
+
+    def plan(overshoot: float = 0.0) -> tuple[dict, dict]:
+        if "keep" in spec:
+            chosen = mixed.rule_plan(table, targets, spec["keep"], spec.get("keep_bits", mixed.FLOAT),
+                                     params.get("bits", backend.bits(params)))
+            info = {}
+        else:
+            try:
+                chosen = mixed.budget_plan(table, targets, float(facts["bits"]), spec["choices"],
+                                           spec["budget_mb"] * 1e6 - overshoot, fixed, layer_bytes)
+            except ValueError as e:
+                raise ValueError(f"{e} (sensitivity table of {spec['sensitivity']})") from None
+            info = {"estimated_bytes": round(fixed + sum(layer_bytes(m, w) for m, w in chosen.items()))}
+        resolved = mixed.resolved_params(params, chosen, backend.bits(params))
+        return {**info, "sensitivity": spec["sensitivity"], "widths": mixed.summary(chosen),
+                "mean_bits": round(mixed.mean_bits(chosen, numel), 4), "plan": chosen}, resolved
+
+    return plan
 
 
 def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, out_dir: str | Path,
@@ -180,10 +185,11 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
         calibration = calibration_features(processor, [load_audio(u.audio_path, u.id) for u in utts])
         record["calibration_utterances"] = [u.id for u in utts]
     budget = (p.get("mixed") or {}).get("budget_mb")
+    planner = mixed_planner(model_dir, backend, p, sensitivity_csv) if "mixed" in p else None
     overshoot = 0.0
     for attempt in range(1, _BUDGET_ATTEMPTS + 1):
-        if "mixed" in config_params:
-            info, p = mixed_plan(model_dir, backend, config_params, sensitivity_csv, overshoot)
+        if planner is not None:
+            info, p = planner(overshoot)
             record.update(mixed={**info, "attempts": attempt}, resolved_params=p, bits=info["mean_bits"],
                           method=f"{backend.method(config_params)}; mixed from {info['sensitivity']}'s "
                                  "sensitivity: " + ", ".join(f"{n}x {w}" for w, n in info["widths"].items()))
@@ -204,8 +210,8 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
         overshoot = max(overshoot, record["artifact_bytes"] - record["mixed"]["estimated_bytes"])
         log.info("plan %d: %d bytes over the %.3f MB budget; planning again", attempt,
                  record["artifact_bytes"] - budget * 1e6, budget)
-        for f in tmp.iterdir():
-            f.unlink()
+        shutil.rmtree(tmp)
+        tmp.mkdir()
     else:
         raise ValueError(f"schemes.{scheme}.mixed.budget_mb: {budget} MB not met after {_BUDGET_ATTEMPTS} plans "
                          f"(last artifact {record['artifact_bytes'] / 1e6:.3f} MB)")
@@ -229,6 +235,7 @@ def sensitivity_job(model: str, model_dir: str | Path, scheme: str, params: dict
     from .data.audio import load_audio
     from .evaluate.sensitivity import COLUMNS, layer_sensitivity
     from .evaluate.transcribe import load_corpus
+    from .quantize import get_backend
     from .quantize.calibration import calibration_features
     from .report.plots import plot_sensitivity
 
@@ -241,8 +248,6 @@ def sensitivity_job(model: str, model_dir: str | Path, scheme: str, params: dict
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     write_text(out_csv, df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
     top = df.nlargest(5, "kl")[["module", "kl", "sqnr_db", "top1_pct"]].to_dict("records")
-    from .quantize import get_backend
-
     write_json(out_json, {"model": model, "scheme": scheme, **facts, "bits": get_backend(library).bits(p),
                           "calibration_utterances": [u.id for u in utts],
                           "top5_by_kl": top})

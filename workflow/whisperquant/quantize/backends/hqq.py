@@ -65,7 +65,7 @@ class HQQ(LinearSwapBackend):
     def weight_bytes(self, params: dict, numel: int, bits) -> float:
         """Packed weights (3-bit: 10 values per int32) plus a scale and a zero per group in ``meta_dtype``."""
         if bits == "float":
-            return numel * 4.0
+            return super().weight_bytes(params, numel, bits)
         meta = 2 if params["meta_dtype"] == "float16" else 4
         return numel * _PACKED_BITS[bits] / 8 + numel / params["group_size"] * 2 * meta
 
