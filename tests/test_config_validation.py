@@ -233,3 +233,18 @@ def test_grid_block_lists_name_the_block(default_config):
     last = len(cfg["grid"]) - 1
     with pytest.raises(ConfigError, match=rf"^grid\[{last}\]\.devices\[0\]: 'tpu' is not valid"):
         _check(cfg)
+
+
+def test_the_workflow_parses_without_a_core_count(tmp_path, default_config):
+    """A cluster executor (profiles/slurm) sets no total core count, so no rule may read ``workflow.cores``.
+
+    ``--summary`` under ``--workflow-profile none`` parses every rule with ``cores`` unset, as the SLURM
+    plugin does; a rule whose ``threads:`` reads ``workflow.cores`` fails here with Snakemake's
+    "Workflow requires a total number of cores to be defined".
+    """
+    write_config(tmp_path, default_config)
+    proc = snakemake(tmp_path, "--summary", "--workflow-profile", "none", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "total number of cores" not in out
+    assert "results/report/summary.csv" in out

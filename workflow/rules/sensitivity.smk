@@ -23,7 +23,7 @@ rule sensitivity:
         f"{LOGS}/sensitivity/{{model}}/{{scheme}}.log",
     conda:
         "../../envs/quantize.yaml"
-    threads: workflow.cores if config["transcription"].get("exclusive", True) else 1
+    threads: transcribe_threads
     resources:
         mem_mb=lambda wc: model_mem_mb(wc.model, 2.0),
         runtime=120,
