@@ -164,3 +164,29 @@ def test_engine_parameters_and_devices_are_checked_at_config_time():
     ov = get_backend("openvino")
     with pytest.raises(SchemeError, match=r"group_size: 100 does not divide the model's width 384"):
         ov.check_model("x", ov.resolve("x", {"compression": "int4_sym", "group_size": 100}), {"d_model": 384})
+
+
+def test_onnxruntime_without_prepacking_holds_less_and_decodes_the_same(tiny_en, clips, tmp_path):
+    """``prepack: false`` loads the same int8 artifact without ONNX Runtime's packed weight copies.
+
+    The CPU provider packs every constant GEMM weight, the tied output projection included (tiny.en's
+    token embedding, 51,864 x 384 float32 = 79.7 MB, also kept for the lookup); with
+    ``session.disable_prepacking`` that copy is not made.  Measured here as the job measures
+    ``model_mem_mb`` (gc + malloc_trim before and after loading): 177 MB with prepacking, 110 MB without.
+    """
+    from whisperquant.evaluate.transcribe import generate_kwargs_for
+    from whisperquant.jobs import _settled_rss_mb
+
+    feats = clips[2]
+    backend, params, _ = _build("onnxruntime", INT8["onnxruntime"], tiny_en, tmp_path)
+    grown, hyps = {}, {}
+    for prepack in (False, True):
+        rss0 = _settled_rss_mb()
+        model = backend.load(tiny_en, {**params, "prepack": prepack}, tmp_path, "cpu")
+        grown[prepack] = _settled_rss_mb() - rss0
+        hyps[prepack] = [list(map(int, t)) for t in model.generate(feats, **generate_kwargs_for(model, "en", 64))]
+        del model
+    print(f"ONNX Runtime int8 on tiny.en, MB held after loading: {grown}")
+    assert hyps[False] == hyps[True]
+    assert grown[False] < grown[True] - 40, grown  # most of the 79.7 MB projection copy is not made
+    assert "pre-packing off" in backend.method({**params, "prepack": False})
