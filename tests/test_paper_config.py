@@ -21,6 +21,7 @@ def paper_config() -> dict:
 
 def test_paper_config_is_valid_and_lists_every_cell(default_config, paper_config):
     from whisperquant.config import cells, check_config, validate_schema
+    from whisperquant.quantize.backends.pytorch import _x86_without_vnni
 
     merged = {**default_config, **paper_config}
     merged["models"] = {**default_config["models"], **paper_config["models"]}
@@ -40,12 +41,19 @@ def test_paper_config_is_valid_and_lists_every_cell(default_config, paper_config
         cuda_reasons = [r for c, r in unsupported.items() if c.device == "cuda"]
         assert all("CUDA is not available" in r or "no cuda implementation" in r or "kernels on cuda" in r
                    for r in cuda_reasons)
-        # on CPU only a compute type the engine has no CPU kernels for is refused, and it says so
+        # on CPU only a compute type the engine has no CPU kernels for is refused, and it says so; on an
+        # x86 CPU without VNNI also torch.ao static int8 with 8-bit activations (fbgemm can saturate there)
         cpu_refused = {c.scheme: r for c, r in unsupported.items() if c.device == "cpu"}
-        assert set(cpu_refused) == {s for s, spec in schemes.items() if spec["library"] == "ctranslate2"
-                                    and "float16" in spec.get("compute_type", "")}, cpu_refused
-        assert all("kernels on cpu" in r for r in cpu_refused.values())
-    pytorch_cuda = [r for c, r in unsupported.items() if schemes[c.scheme]["library"] == "pytorch"]
+        float16 = {s for s, spec in schemes.items()
+                   if spec["library"] == "ctranslate2" and "float16" in spec.get("compute_type", "")}
+        static8 = {s for s, spec in schemes.items() if spec["library"] == "pytorch"
+                   and spec.get("mode") == "static" and not spec.get("reduce_range")} if _x86_without_vnni() else set()
+        assert static8 <= {"torch-static-int8", "torch-static-int8-keep3"}
+        assert set(cpu_refused) == float16 | static8, cpu_refused
+        assert all("kernels on cpu" in cpu_refused[s] for s in float16)
+        assert all("needs an x86 CPU with VNNI" in cpu_refused[s] for s in static8)
+    pytorch_cuda = [r for c, r in unsupported.items() if schemes[c.scheme]["library"] == "pytorch"
+                    and c.device == "cuda"]
     assert all("no cuda implementation" in r for r in pytorch_cuda)
 
 
