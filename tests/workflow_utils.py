@@ -39,23 +39,19 @@ def small_config(default: dict, download_cache: Path, schemes: dict | None = Non
     return cfg
 
 
-def cpu_refusals(config: dict, names) -> dict[str, str]:
-    """The schemes of ``names`` whose backend refuses this machine's CPU before any job runs, with the reason.
+def cpu_refusals(config: dict) -> dict[str, str]:
+    """The schemes whose CPU cells ``config`` plans as ``unsupported`` before any job runs, with the reason.
 
     A CUDA-only compute type anywhere; on an x86 CPU without VNNI also torch.ao static int8 with 8-bit
-    activations.  Which CPU the suite lands on is not ours to choose, so the expectation is this machine's.
+    activations.  Which CPU the suite lands on is not ours to choose, so the expectation is this machine's,
+    as the workflow itself decides it (:func:`whisperquant.config.cells`).
     """
-    from whisperquant.config import resolve_schemes
-    from whisperquant.quantize import get_backend
+    from whisperquant.config import cells, check_config, validate_schema
 
-    schemes = resolve_schemes(config)
-    out = {}
-    for name in names:
-        params = {k: v for k, v in schemes[name].items() if k != "library"}
-        reason = get_backend(schemes[name]["library"]).unsupported_reason(params, "cpu")
-        if reason:
-            out[name] = reason
-    return out
+    config = copy.deepcopy(config)
+    validate_schema(config)
+    _, unsupported = cells(config, check_config(config))
+    return {c.scheme: reason for c, reason in unsupported.items() if c.device == "cpu"}
 
 
 def write_config(workdir: Path, cfg: dict) -> Path:

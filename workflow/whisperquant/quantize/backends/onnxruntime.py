@@ -64,15 +64,13 @@ class ONNXRuntime(Engine):
         return "float32" if params["quantization"] == "none" else "int8"
 
     def method(self, params: dict) -> str:
-        packing = "" if params["prepack"] else "; weight pre-packing off"
-        if params["quantization"] == "none":
-            return "none (ONNX Runtime fp32)" + packing
-        if params["quantization"] == "static":
-            return (f"static QDQ: int8 weights {'per channel' if params['per_channel'] else 'per tensor'}, int8 "
-                    f"activations per tensor with {params['calibrate_method']} ranges from the calibration set"
-                    + packing)
-        return (f"dynamic: int8 weights {'per channel' if params['per_channel'] else 'per tensor'}, uint8 "
-                "activations per tensor at run time (quantize_dynamic, MatMulInteger)" + packing)
+        weights = f"int8 weights {'per channel' if params['per_channel'] else 'per tensor'}"
+        text = {"none": "none (ONNX Runtime fp32)",
+                "static": f"static QDQ: {weights}, int8 activations per tensor with {params['calibrate_method']} "
+                          "ranges from the calibration set",
+                "dynamic": f"dynamic: {weights}, uint8 activations per tensor at run time (quantize_dynamic, "
+                           "MatMulInteger)"}[params["quantization"]]
+        return text if params["prepack"] else text + "; weight pre-packing off"
 
     def build(self, base_model_dir: Path, params: dict, calibration, out_dir: Path) -> None:
         from ..base import load_fp32
