@@ -71,6 +71,9 @@ VARIANTS = [
     Variant("pytorch-static-minmax-per_channel-rr", "pytorch",
             {"mode": "static", "observer": "minmax", "granularity": "per_channel", "reduce_range": True},
             "_Static", "-", "static", 3.5),
+    Variant("pytorch-static-float-output", "pytorch",
+            {"mode": "static", "granularity": "per_channel", "output": "float"},
+            "StaticFloatOutputLinear", "-", "static", 3.5),
     Variant("torchao-int8-dynamic", "torchao", {"config": "int8_dynamic_activation_int8_weight"},
             "Linear", "Int8Tensor", "dynamic", 3.5),
     Variant("torchao-int8-static-asym", "torchao",
@@ -329,6 +332,8 @@ def _full_grid() -> list[tuple[str, dict]]:
     g = [("pytorch", {"mode": "dynamic", "granularity": gr}) for gr in ("per_tensor", "per_channel")]
     g += [("pytorch", {"mode": "static", "granularity": gr, "observer": o, "reduce_range": r})
           for gr in ("per_tensor", "per_channel") for o in ("minmax", "histogram") for r in (False, True)]
+    g += [("pytorch", {"mode": "static", "granularity": "per_channel", "output": "float", "reduce_range": r})
+          for r in (False, True)]
     g += [("torchao", {"config": c, "granularity": gr, "act_mapping": a})
           for c in ("int8_dynamic_activation_int8_weight", "int8_static_activation_int8_weight", "int8_weight_only")
           for gr in ("per_channel", "per_tensor") for a in ("symmetric", "asymmetric")
@@ -455,3 +460,33 @@ def test_devices_are_declared():
     for library in ("pytorch", "torchao"):
         b = get_backend(library)
         assert "no cuda implementation" in b.unsupported_reason(b.resolve("s", {}), "cuda")
+
+
+@pytest.mark.skipif(not __import__("platform").machine().lower() in ("x86_64", "amd64"), reason="fbgemm is x86")
+def test_static_float_output_linear_is_the_integer_arithmetic_rescaled():
+    """The float-output static Linear computes exactly dequant(q(x)) @ dequant(W)^T + b: the input is
+    quantised with its static scale, nothing is requantised, so an output far outside the input's range
+    (the outliers that zero the requantised variant's outputs) comes back intact."""
+    import torch
+    from whisperquant.quantize.backends.pytorch import _engine, _quantize_weight, _static_float_output, _x86_without_vnni
+    from torch.ao.quantization.observer import PerChannelMinMaxObserver
+
+    if _x86_without_vnni():
+        pytest.skip("fbgemm's u8 x s8 kernels can saturate without VNNI (the backend reports such a CPU)")
+    _engine()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, 64, generator=g)
+    w = torch.randn(96, 64, generator=g) * 0.2
+    w[0] *= 400.0  # one output channel far larger than the rest, as encoder.3.fc2's outliers
+    b = torch.randn(96, generator=g)
+    obs = PerChannelMinMaxObserver(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    obs(w)
+    qw = _quantize_weight(w, obs)
+    scale, zp = float(x.max() - x.min()) / 255, int(round(float(-x.min()) / (float(x.max() - x.min()) / 255)))
+    layer = _static_float_output()(64, 96, qw, b, scale, zp)
+    y = layer(x)
+    exact = torch.quantize_per_tensor(x, scale, zp, torch.quint8).dequantize() @ qw.dequantize().T + b
+    assert y.shape == (3, 7, 96) and y.dtype == torch.float32
+    assert torch.allclose(y, exact, atol=1e-3 * float(exact.abs().max()))
+    assert float(y[..., 0].abs().max()) > 100  # the outlier channel is not clipped to an 8-bit output grid
+    assert float((y - torch.nn.functional.linear(x, w, b)).abs().max()) < 0.05 * float(exact.abs().max())

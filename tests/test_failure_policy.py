@@ -45,7 +45,7 @@ PARAMS = {"library": "broken", "targets": DEFAULT_TARGETS}
 
 
 def _quantize(model_dir, out, log):
-    quantize_job("m", model_dir, "s", PARAMS, out, None, 0, log)
+    quantize_job("m", model_dir, "s", PARAMS, out, None, None, log)
 
 
 @pytest.mark.parametrize("error", [TypeError("unsupported operand"), AttributeError("no attribute 'qweight'"),

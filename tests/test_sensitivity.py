@@ -15,10 +15,11 @@ def calibration(tiny_en, two_clip_corpus):
     from transformers import WhisperProcessor
     from whisperquant.data.audio import load_audio
     from whisperquant.evaluate.transcribe import load_corpus
-    from whisperquant.quantize.calibration import calibration_features
+    from whisperquant.quantize.calibration import CalibrationSet, calibration_features
 
     processor = WhisperProcessor.from_pretrained(str(tiny_en))
-    return calibration_features(processor, [load_audio(u.audio_path, u.id) for u in load_corpus(two_clip_corpus)])
+    feats = calibration_features(processor, [load_audio(u.audio_path, u.id) for u in load_corpus(two_clip_corpus)])
+    return CalibrationSet(feats, max_new_tokens=96)
 
 
 def _rows(tiny_en, calibration, library, spec):

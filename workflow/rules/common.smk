@@ -60,6 +60,18 @@ def calibration_input(wildcards):
     return []
 
 
+def calibration_params(wildcards):
+    # What a calibrated cell's passes follow (recorded in its cell.json); None for the rest, so
+    # changing the calibration settings re-runs only the calibrated cells.
+    if not needs_calibration(wildcards.scheme):
+        return None
+    return {
+        "utterances": CALIBRATION["utterances"],
+        "max_new_tokens": CALIBRATION["max_new_tokens"],
+        "language": TRANSCRIPTION.get("language", "en"),
+    }
+
+
 def mixed_sensitivity_input(wildcards):
     # A mixed-precision scheme is planned from the sensitivity table of its `mixed.sensitivity` scheme.
     mixed = SCHEMES[wildcards.scheme].get("mixed")

@@ -19,6 +19,6 @@ rule quantize:
     params:
         code=lambda wc: code_digest("quantize", SCHEMES[wc.scheme]["library"]),
         scheme=scheme_params,
-        calibration_utterances=lambda wc: CALIBRATION["utterances"] if needs_calibration(wc.scheme) else 0,
+        calibration=calibration_params,
     script:
         "../scripts/quantize.py"

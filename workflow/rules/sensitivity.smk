@@ -30,7 +30,10 @@ rule sensitivity:
     params:
         code=lambda wc: code_digest("sensitivity", SCHEMES[wc.scheme]["library"]),
         scheme=scheme_params,
-        calibration_utterances=lambda wc: CALIBRATION.get("utterances", 8),
-        language=config["transcription"].get("language", "en"),
+        calibration={
+            "utterances": CALIBRATION["sensitivity_utterances"],
+            "max_new_tokens": CALIBRATION["max_new_tokens"],
+            "language": TRANSCRIPTION.get("language", "en"),
+        },
     script:
         "../scripts/sensitivity.py"

@@ -10,7 +10,7 @@ quantize_job(
     snakemake.params.scheme,
     snakemake.output[0],
     snakemake.input.calibration[0] if snakemake.input.calibration else None,
-    snakemake.params.calibration_utterances,
+    snakemake.params.calibration,
     snakemake.log[0],
     snakemake.input.sensitivity[0] if snakemake.input.sensitivity else None,
 )

@@ -151,8 +151,24 @@ def mixed_planner(model_dir: str | Path, backend, params: dict, sensitivity_csv:
     return plan
 
 
+def load_calibration(model_dir: str | Path, manifest: str | Path, settings: dict):
+    """The calibration set of a calibrated job: the first ``settings['utterances']`` utterances of
+    ``manifest`` as log-mel batches, decoded with ``settings``' token limit and language; and their ids."""
+    from transformers import WhisperProcessor
+
+    from .data.audio import load_audio
+    from .evaluate.transcribe import load_corpus
+    from .quantize.calibration import CalibrationSet, calibration_features
+
+    utts = load_corpus(manifest)[: int(settings["utterances"])]
+    processor = WhisperProcessor.from_pretrained(str(model_dir))
+    batches = calibration_features(processor, [load_audio(u.audio_path, u.id) for u in utts])
+    return (CalibrationSet(batches, int(settings["max_new_tokens"]), settings.get("language", "en")),
+            [u.id for u in utts])
+
+
 def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, out_dir: str | Path,
-                 calibration_manifest: str | Path | None, calibration_utterances: int,
+                 calibration_manifest: str | Path | None, calibration_settings: dict | None,
                  log_file: str | Path, sensitivity_csv: str | Path | None = None) -> None:
     """Quantise, save and size one (model, scheme); a LibraryLimitation becomes a failed record.
 
@@ -174,16 +190,8 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     config_params = p
     calibration = None
     if backend.needs_calibration(p):
-        from transformers import WhisperProcessor
-
-        from .data.audio import load_audio
-        from .evaluate.transcribe import load_corpus
-        from .quantize.calibration import calibration_features
-
-        utts = load_corpus(calibration_manifest)[:calibration_utterances]
-        processor = WhisperProcessor.from_pretrained(str(model_dir))
-        calibration = calibration_features(processor, [load_audio(u.audio_path, u.id) for u in utts])
-        record["calibration_utterances"] = [u.id for u in utts]
+        calibration, utts = load_calibration(model_dir, calibration_manifest, calibration_settings)
+        record.update(calibration_utterances=utts, calibration_tokens=calibration.max_new_tokens)
     budget = (p.get("mixed") or {}).get("budget_mb")
     planner = mixed_planner(model_dir, backend, p, sensitivity_csv) if "mixed" in p else None
     overshoot = 0.0
@@ -226,30 +234,24 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
 
 
 def sensitivity_job(model: str, model_dir: str | Path, scheme: str, params: dict,
-                    calibration_manifest: str | Path, calibration_utterances: int, language: str,
+                    calibration_manifest: str | Path, calibration_settings: dict,
                     out_csv: str | Path, out_json: str | Path, out_plot: str | Path) -> None:
     """Layer sensitivity of ``scheme`` on ``model`` (:mod:`whisperquant.evaluate.sensitivity`): table, facts, plot."""
     import pandas as pd
-    from transformers import WhisperProcessor
 
-    from .data.audio import load_audio
     from .evaluate.sensitivity import COLUMNS, layer_sensitivity
-    from .evaluate.transcribe import load_corpus
     from .quantize import get_backend
-    from .quantize.calibration import calibration_features
     from .report.plots import plot_sensitivity
 
     library = params["library"]
     p = {k: v for k, v in params.items() if k != "library"}
-    utts = load_corpus(calibration_manifest)[:calibration_utterances]
-    processor = WhisperProcessor.from_pretrained(str(model_dir))
-    calibration = calibration_features(processor, [load_audio(u.audio_path, u.id) for u in utts])
-    rows, facts = layer_sensitivity(Path(model_dir), library, p, calibration, language=language)
+    calibration, utts = load_calibration(model_dir, calibration_manifest, calibration_settings)
+    rows, facts = layer_sensitivity(Path(model_dir), library, p, calibration)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     write_text(out_csv, df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
     top = df.nlargest(5, "kl")[["module", "kl", "sqnr_db", "top1_pct"]].to_dict("records")
     write_json(out_json, {"model": model, "scheme": scheme, **facts, "bits": get_backend(library).bits(p),
-                          "calibration_utterances": [u.id for u in utts],
+                          "calibration_utterances": utts,
                           "top5_by_kl": top})
     plot_sensitivity(df, Path(out_plot).with_suffix(""), f"{model} / {scheme}")
     log.info("%s/%s: %d layers in %.0f s; most sensitive %s", model, scheme, len(rows), facts["total_s"],

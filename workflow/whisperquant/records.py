@@ -31,6 +31,7 @@ class QuantRecord(TypedDict, total=False):
     log: str
     quantize_s: float
     calibration_utterances: list[str]
+    calibration_tokens: int  # greedy tokens per calibration batch (the evaluation's prompt)
     quantized_modules: int
     artifact_bytes: int
     param_bytes: int

@@ -4,7 +4,7 @@ For a scheme and a model, every target Linear is quantised alone (the scheme's
 ``targets`` narrowed to that one module, everything else fp32) and the model is
 run teacher-forced on the calibration batches: the encoder on each batch's
 log-mel features, the decoder on the tokens fp32 itself decodes greedily for
-that batch (the evaluation's prompt and rules, :data:`MAX_NEW_TOKENS` at most).
+that batch (the evaluation's prompt and rules, the calibration set's token limit at most).
 (A decoder Linear leaves the encoder fp32, so its rows reuse fp32's encoder
 output: the encoder pass, most of the cost, runs only for encoder Linears.)
 Each layer's row says how far the quantised model's next-token distributions
@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-#: Greedy tokens fp32 decodes per calibration batch for teacher forcing.
-MAX_NEW_TOKENS = 96
+    from ..quantize.calibration import CalibrationSet
+
 COLUMNS = ("order", "module", "stack", "layer", "kind", "kl", "sqnr_db", "top1_pct", "seconds")
 
 
-def _reference(model, calibration: list[torch.Tensor], language: str) -> list[dict]:
+def _reference(model, calibration: CalibrationSet) -> list[dict]:
     """Per batch: features, the teacher-forcing decoder inputs, the mask of scored positions, fp32 logits."""
     import torch
 
@@ -46,7 +46,8 @@ def _reference(model, calibration: list[torch.Tensor], language: str) -> list[di
 
     gc = model.generation_config
     prompt = [int(gc.decoder_start_token_id)]
-    gen = generate_kwargs_for(model, language, MAX_NEW_TOKENS)
+    language = calibration.language
+    gen = generate_kwargs_for(model, language, calibration.max_new_tokens)
     if "language" in gen:
         prompt += [int(gc.lang_to_id[f"<|{language}|>"]), int(gc.task_to_id["transcribe"])]
     prompt.append(int(gc.no_timestamps_token_id))
@@ -81,8 +82,8 @@ def _damage(ref: torch.Tensor, q: torch.Tensor) -> tuple[float, float]:
     return kl, top1
 
 
-def layer_sensitivity(model_dir: Path, library: str, params: dict, calibration: list[torch.Tensor],
-                      language: str = "en", progress: bool = True) -> tuple[list[dict], dict]:
+def layer_sensitivity(model_dir: Path, library: str, params: dict, calibration: CalibrationSet,
+                      progress: bool = True) -> tuple[list[dict], dict]:
     """One row per target Linear of ``params`` (model order; see the module docstring) and the run's facts."""
     import torch
     from tqdm import tqdm
@@ -93,7 +94,7 @@ def layer_sensitivity(model_dir: Path, library: str, params: dict, calibration: 
     backend = get_backend(library)
     t0 = time.perf_counter()
     fp32 = load_fp32(model_dir)
-    ref = _reference(fp32, calibration, language)
+    ref = _reference(fp32, calibration)
     del fp32
     ref_s = time.perf_counter() - t0
     names, _ = linear_names(model_dir, params["targets"])
@@ -130,5 +131,5 @@ def layer_sensitivity(model_dir: Path, library: str, params: dict, calibration: 
                      "seconds": round(time.perf_counter() - t1, 3)})
     facts = {"library": library, "params": params, "layers": len(rows), "batches": len(ref),
              "scored_positions": int(sum(int(b["mask"].sum()) for b in ref)), "reference_s": round(ref_s, 3),
-             "total_s": round(time.perf_counter() - t0, 3), "max_new_tokens": MAX_NEW_TOKENS}
+             "total_s": round(time.perf_counter() - t0, 3), "max_new_tokens": calibration.max_new_tokens}
     return rows, facts

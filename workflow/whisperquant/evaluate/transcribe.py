@@ -40,6 +40,7 @@ from pathlib import Path
 
 from ..data.audio import load_audio
 from ..data.manifest import read_manifest
+from ..models.decoding import generate_kwargs_for, is_multilingual  # noqa: F401  (the evaluation's rule, re-exported)
 
 
 @dataclass(frozen=True)
@@ -221,21 +222,3 @@ def transcribe_corpus(
         timing["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     partial.unlink()
     return timing
-
-
-def is_multilingual(model) -> bool:
-    """OpenAI's own rule: English-only checkpoints have 51,864 tokens, multilingual ones more.
-
-    (``generation_config.is_multilingual`` is not reliable: transformers fills it in
-    for English-only checkpoints too, and a language token then derails decoding.)
-    """
-    return int(model.config.vocab_size) >= 51865
-
-
-def generate_kwargs_for(model, language: str, max_new_tokens: int) -> dict:
-    """Greedy decoding; multilingual checkpoints get the language and the transcribe task."""
-    kwargs = {"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens}
-    if is_multilingual(model):
-        kwargs.update(language=language, task="transcribe")
-    return kwargs
-

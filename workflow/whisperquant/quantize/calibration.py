@@ -4,20 +4,46 @@ A static scheme fixes activation ranges in advance from forward passes over a
 calibration set that never overlaps the evaluation corpora (checked in
 :mod:`whisperquant.config`).  Every backend observes the same passes: the
 encoder over each batch of log-mel features and the decoder through greedy
-``generate`` for :data:`MAX_NEW_TOKENS` tokens, so two libraries' static
-schemes are calibrated on exactly the same activations.
+decoding with the evaluation's own prompt (language and task tokens,
+no timestamps) for up to ``max_new_tokens`` tokens, so the observers see the
+activations the evaluation will produce -- a sentence, not a fixed handful of
+tokens -- and two libraries' static schemes are calibrated on exactly the same
+speech.  The number of utterances and tokens are config parameters
+(``calibration.utterances``, ``calibration.max_new_tokens``), recorded in
+each calibrated cell's ``cell.json``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-#: Decoder tokens generated per calibration batch.
-MAX_NEW_TOKENS = 24
+#: Greedy tokens per calibration batch when the config does not say: the evaluation's default.
+MAX_NEW_TOKENS = 96
+
+
+@dataclass
+class CalibrationSet:
+    """Log-mel batches of the calibration utterances and the decoding rule their passes follow.
+
+    Iterating yields the feature batches, so a backend that only needs the encoder's inputs
+    treats it as the list it holds.
+    """
+
+    batches: list = field(default_factory=list)
+    max_new_tokens: int = MAX_NEW_TOKENS
+    language: str = "en"
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def calibration_features(processor, audio: list[np.ndarray], batch_size: int = 8) -> list[torch.Tensor]:
@@ -29,15 +55,25 @@ def calibration_features(processor, audio: list[np.ndarray], batch_size: int = 8
     return feats
 
 
-def run_calibration(model: torch.nn.Module, calibration: list[torch.Tensor] | None, what: str) -> None:
+def calibration_tokens(calibration) -> int:
+    """Greedy tokens per batch for ``calibration`` (a :class:`CalibrationSet`, or a bare list of batches)."""
+    return int(getattr(calibration, "max_new_tokens", MAX_NEW_TOKENS))
+
+
+def run_calibration(model: torch.nn.Module, calibration: CalibrationSet | list | None, what: str) -> None:
     """Run the calibration passes through ``model`` (its observers record what they see).
 
     ``what`` names the scheme kind in the error raised when no calibration set was given.
     """
     import torch
 
+    from ..models.decoding import generate_kwargs_for
+
     if not calibration:
         raise ValueError(f"{what} needs a calibration set")
+    # never past the decoder's positions (448 on Whisper; a small test model has fewer): prompt <= 4 tokens
+    tokens = min(calibration_tokens(calibration), int(model.config.max_target_positions) - 4)
+    gen = generate_kwargs_for(model, getattr(calibration, "language", "en"), tokens)
     with torch.no_grad():
         for feats in calibration:
-            model.generate(feats, max_new_tokens=MAX_NEW_TOKENS)
+            model.generate(feats, **gen)

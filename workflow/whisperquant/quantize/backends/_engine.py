@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base import Backend
+from ..calibration import calibration_tokens
 
 
 def runtime_threads() -> int:
@@ -73,20 +74,16 @@ class EngineModel:
         return list(gc.suppress_tokens or []), list(gc.begin_suppress_tokens or [])
 
 
-#: Greedy tokens per calibration batch of a static engine scheme: the evaluation's own decoding, up
-#: to a sentence or two, rather than a fixed handful of tokens.
-CALIBRATION_TOKENS = 96
-
-
-def calibration_settings(model_dir: Path) -> dict:
+def calibration_settings(model_dir: Path, calibration) -> dict:
     """The greedy rule's keyword arguments for calibration decoding: the evaluation's prompt (English,
-    transcribe, no timestamps), suppression lists and end of text, :data:`CALIBRATION_TOKENS` at most."""
+    transcribe, no timestamps), suppression lists and end of text, and the calibration set's token
+    limit (:func:`~whisperquant.quantize.calibration.calibration_tokens`), as every calibrated scheme."""
     meta = EngineModel(model_dir, lambda *a: [])
     suppress, begin = meta.suppression()
     multilingual = int(meta.config.vocab_size) >= 51865  # OpenAI's rule (transcribe.is_multilingual)
     return {"prompt": meta.prompt("en" if multilingual else None, "transcribe" if multilingual else None),
             "eos": int(meta.generation_config.eos_token_id), "suppress": suppress, "begin_suppress": begin,
-            "max_new_tokens": CALIBRATION_TOKENS, "config": meta.config}
+            "max_new_tokens": calibration_tokens(calibration), "config": meta.config}
 
 
 class Engine(Backend):

@@ -164,7 +164,7 @@ def _calibration_samples(base_model_dir: Path, fp32_dir: Path, calibration) -> d
     if not calibration:
         raise ValueError("OpenVINO full int8 quantisation needs a calibration set")
     encode, step, _ = _session_functions(fp32_dir)
-    settings = calibration_settings(base_model_dir)
+    settings = calibration_settings(base_model_dir, calibration)
     config = settings.pop("config")
     enc, dec = calibration_inputs(encode, step, [f.numpy() for f in calibration],
                                   lambda b: (empty_cache(config, b), empty_cache(config, b)), **settings)

@@ -29,6 +29,17 @@ never a silent default here.  torchao's ``int8_static_activation_int8_weight``
 (``torchao.py``) calibrates the input scale the same way but returns the
 matmul output in float, and matches fp32 on the same clips.
 
+``output: float`` is the static variant a competent engineer would run: the
+Linear's *input* is quantised with its calibrated static scale and the int8 x
+int8 product (int32 accumulation) is rescaled straight to float32 -- nothing is
+requantised, so an output outlier costs nothing.  The kernel is fbgemm's
+``quantized::linear_with_input_q_dq_qweight_dq_output_fp32`` (the op torch's
+reference-quantised-model lowering uses for ``q -> dq -> linear`` with a
+quantised weight), measured exact against the integer arithmetic (max error
+8e-6 on outputs up to 18) and 3.3x faster than the float32 matmul (256 x 512
+by 512 x 2,048, 2 threads, AVX-512 VNNI).  Only the input's observer matters
+there; the weight observer and ``granularity`` are as for ``requantized``.
+
 ``reduce_range: false`` is exact on x86 CPUs with VNNI (AVX512-VNNI /
 AVX-VNNI); without VNNI, fbgemm's ``vpmaddubsw`` path can saturate, which is
 why torch defaults to 7 bits; such a CPU is reported as unsupported for this
@@ -69,6 +80,57 @@ def _static_wrapper():
     return _Static
 
 
+@cache
+def _static_float_output():
+    """A static-input, float-output int8 Linear (a class made on first use: torch is lazy)."""
+    import torch
+
+    class StaticFloatOutputLinear(torch.nn.Module):
+        """int8 weights (packed for fbgemm), the input quantised with a calibrated static scale, float output."""
+
+        def __init__(self, in_features: int, out_features: int, weight, bias, scale: float, zero_point: int) -> None:
+            super().__init__()
+            self.in_features, self.out_features = in_features, out_features
+            self.scale, self.zero_point = float(scale), int(zero_point)
+            self._packed = torch.ops.quantized.linear_prepack(weight, bias)
+
+        def weight_bias(self):
+            return torch.ops.quantized.linear_unpack(self._packed)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shape = x.shape
+            y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+                x.reshape(-1, shape[-1]).contiguous(), self.scale, self.zero_point, self._packed)
+            return y.reshape(*shape[:-1], self.out_features)
+
+        def extra_repr(self) -> str:
+            return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                    f"input_scale={self.scale:.4g}, input_zero_point={self.zero_point}, output=float32")
+
+    return StaticFloatOutputLinear
+
+
+def _to_float_output(wrapper):
+    """A prepared (observed) ``_Static`` wrapper as a float-output static Linear: the input scale from the
+    QuantStub's observer, the weight quantised with the qconfig's weight observer."""
+    linear = wrapper.linear
+    scale, zp = wrapper.quant.activation_post_process.calculate_qparams()
+    observer = wrapper.qconfig.weight()
+    observer(linear.weight.detach())
+    qw = _quantize_weight(linear.weight.detach(), observer)
+    bias = linear.bias.detach() if linear.bias is not None else None
+    return _static_float_output()(linear.in_features, linear.out_features, qw, bias, float(scale), int(zp))
+
+
+def _quantize_weight(weight, observer):
+    import torch
+
+    scale, zp = observer.calculate_qparams()
+    if observer.qscheme in (torch.per_channel_affine, torch.per_channel_symmetric):
+        return torch.quantize_per_channel(weight, scale.double(), zp.to(torch.int64), observer.ch_axis, torch.qint8)
+    return torch.quantize_per_tensor(weight, float(scale), int(zp), torch.qint8)
+
+
 def _x86_without_vnni() -> bool:
     """True on an x86 Linux CPU whose flags lack VNNI; False when unknown or not x86."""
     import platform
@@ -99,6 +161,7 @@ class PyTorch(LinearSwapBackend):
         "granularity": (("per_tensor", "per_channel"), "per_tensor"),
         "observer": (("minmax", "histogram"), "histogram"),
         "reduce_range": (bool, False),
+        "output": (("requantized", "float"), "requantized"),
     }
     devices = ("cpu",)
 
@@ -116,8 +179,8 @@ class PyTorch(LinearSwapBackend):
         if params["mode"] == "dynamic":
             return f"{w}, dynamic int8 activations per-tensor (7-bit range, reduce_range), float output"
         bits = 7 if params["reduce_range"] else 8
-        return (f"{w}, static (calibrated, {params['observer']}) {bits}-bit activations per-tensor, "
-                f"output requantised")
+        out = "float output" if params["output"] == "float" else "output requantised"
+        return f"{w}, static (calibrated, {params['observer']}) {bits}-bit activations per-tensor, {out}"
 
     def unsupported_reason(self, params: dict, device: str) -> str | None:
         reason = super().unsupported_reason(params, device)
@@ -167,13 +230,18 @@ class PyTorch(LinearSwapBackend):
             prepare(model.get_submodule(n), inplace=True)
         run_calibration(model, calibration, "static quantisation")
         for n in names:
-            convert(model.get_submodule(n), inplace=True)
+            if params["output"] == "float":
+                set_module(model, n, _to_float_output(model.get_submodule(n)))
+            else:
+                convert(model.get_submodule(n), inplace=True)
         return model
 
     # ---- save / load: the quantised Linears' int8 weights, scales and activation qparams
     def quantized_key(self, name, module):
         from torch.ao.nn.quantized import Linear as StaticQLinear
 
+        if isinstance(module, _static_float_output()):
+            return name
         if not isinstance(module, StaticQLinear):  # DynamicQLinear subclasses StaticQLinear
             return None
         return name[: -len(".linear")] if name.endswith(".linear") else name
@@ -182,7 +250,8 @@ class PyTorch(LinearSwapBackend):
         import torch
         from torch.ao.nn.quantized.dynamic import Linear as DynamicQLinear
 
-        w, b = module._weight_bias()
+        float_output = isinstance(module, _static_float_output())
+        w, b = module.weight_bias() if float_output else module._weight_bias()
         t = {"weight_int8": w.int_repr()}
         if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
             t["weight_scale"] = w.q_per_channel_scales().float()
@@ -192,7 +261,10 @@ class PyTorch(LinearSwapBackend):
             t["weight_zero_point"] = torch.tensor([w.q_zero_point()], dtype=torch.int64)
         if b is not None:
             t["bias"] = b.detach()
-        if not isinstance(module, DynamicQLinear):
+        if float_output:
+            t["input_scale"] = torch.tensor([module.scale], dtype=torch.float32)
+            t["input_zero_point"] = torch.tensor([module.zero_point], dtype=torch.int64)
+        elif not isinstance(module, DynamicQLinear):
             t["act_scale"] = torch.tensor([float(module.scale)], dtype=torch.float32)
             t["act_zero_point"] = torch.tensor([int(module.zero_point)], dtype=torch.int64)
             parent = model.get_submodule(key)
@@ -221,6 +293,9 @@ class PyTorch(LinearSwapBackend):
             q = DynamicQLinear(linear.in_features, linear.out_features, dtype=torch.qint8)
             q.set_weight_bias(qw, bias)
             return q
+        if params["output"] == "float":
+            return _static_float_output()(linear.in_features, linear.out_features, qw, bias,
+                                          float(tensors.pop("input_scale")), int(tensors.pop("input_zero_point")))
         q = StaticQLinear(linear.in_features, linear.out_features)
         q.set_weight_bias(qw, bias)
         q.scale = float(tensors.pop("act_scale"))
