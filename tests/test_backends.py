@@ -462,14 +462,19 @@ def test_devices_are_declared():
         assert "no cuda implementation" in b.unsupported_reason(b.resolve("s", {}), "cuda")
 
 
-@pytest.mark.skipif(not __import__("platform").machine().lower() in ("x86_64", "amd64"), reason="fbgemm is x86")
+@pytest.mark.skipif(__import__("platform").machine().lower() not in ("x86_64", "amd64"), reason="fbgemm is x86")
 def test_static_float_output_linear_is_the_integer_arithmetic_rescaled():
     """The float-output static Linear computes exactly dequant(q(x)) @ dequant(W)^T + b: the input is
     quantised with its static scale, nothing is requantised, so an output far outside the input's range
     (the outliers that zero the requantised variant's outputs) comes back intact."""
     import torch
-    from whisperquant.quantize.backends.pytorch import _engine, _quantize_weight, _static_float_output, _x86_without_vnni
     from torch.ao.quantization.observer import PerChannelMinMaxObserver
+    from whisperquant.quantize.backends.pytorch import (
+        _engine,
+        _quantize_weight,
+        _static_float_output,
+        _x86_without_vnni,
+    )
 
     if _x86_without_vnni():
         pytest.skip("fbgemm's u8 x s8 kernels can saturate without VNNI (the backend reports such a CPU)")
@@ -482,7 +487,8 @@ def test_static_float_output_linear_is_the_integer_arithmetic_rescaled():
     obs = PerChannelMinMaxObserver(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
     obs(w)
     qw = _quantize_weight(w, obs)
-    scale, zp = float(x.max() - x.min()) / 255, int(round(float(-x.min()) / (float(x.max() - x.min()) / 255)))
+    scale = float(x.max() - x.min()) / 255
+    zp = round(float(-x.min()) / scale)
     layer = _static_float_output()(64, 96, qw, b, scale, zp)
     y = layer(x)
     exact = torch.quantize_per_tensor(x, scale, zp, torch.quint8).dequantize() @ qw.dequantize().T + b
