@@ -213,6 +213,8 @@ class PyTorch(LinearSwapBackend):
             for n in names:
                 w = _static_wrapper()(model.get_submodule(n))
                 w.qconfig = qconfig
+                if params["output"] == "float":
+                    w.linear.qconfig = None  # its output is never requantised: no observer on it in calibration
                 set_module(model, n, w)
         return names
 
