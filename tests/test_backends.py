@@ -79,6 +79,11 @@ VARIANTS = [
     Variant("torchao-int8-static-asym", "torchao",
             {"config": "int8_static_activation_int8_weight", "act_mapping": "asymmetric"},
             "Linear", "Int8Tensor", "static", 3.5),
+    Variant("torchao-int8-static-sq", "torchao",
+            {"config": "int8_static_activation_int8_weight", "smoothquant": True}, "Linear", "Int8Tensor", "static", 3.4),
+    Variant("torchao-int8-dynamic-sq-alpha0.8", "torchao",
+            {"config": "int8_dynamic_activation_int8_weight", "smoothquant": True, "smoothquant_alpha": 0.8},
+            "Linear", "Int8Tensor", "dynamic", 3.4),
     Variant("torchao-int8-weight-only-per_tensor", "torchao",
             {"config": "int8_weight_only", "granularity": "per_tensor"}, "Linear", "Int8Tensor", "weight-only", 3.5),
     Variant("quanto-w8", "quanto", {"weights": "int8"}, "QLinear", "WeightQBytesTensor", "weight-only", 3.5),
@@ -289,13 +294,15 @@ def test_declarations_agree_with_each_other(vid):
 
     Weight-only schemes dequantise into a float matmul, so they must not claim int8 compute;
     dynamic and static schemes quantise activations too (int8, or float8 for quanto's float8
-    activations); only static ones calibrate.
+    activations); only static ones calibrate -- and SmoothQuant, whose smoothing factor comes
+    from the calibration set whatever the activation quantiser.
     """
     v = BY_ID[vid]
     b, p = get_backend(v.library), _resolve(v)
     method, compute = b.method(p), b.compute_dtype(p, "cpu")
     assert v.kind in method, method
-    assert ("static" in method) == b.needs_calibration(p) == (v.kind == "static")
+    assert ("static" in method) == (v.kind == "static")
+    assert b.needs_calibration(p) == (v.kind == "static" or "SmoothQuant" in method)
     if v.kind == "weight-only":
         assert compute in ("float32", "float16", "bfloat16"), compute
     else:
@@ -338,6 +345,9 @@ def _full_grid() -> list[tuple[str, dict]]:
           for c in ("int8_dynamic_activation_int8_weight", "int8_static_activation_int8_weight", "int8_weight_only")
           for gr in ("per_channel", "per_tensor") for a in ("symmetric", "asymmetric")
           if not (c == "int8_weight_only" and a == "asymmetric")]
+    g += [("torchao", {"config": c, "smoothquant": True, "act_mapping": a})
+          for c in ("int8_dynamic_activation_int8_weight", "int8_static_activation_int8_weight")
+          for a in ("symmetric", "asymmetric")]
     g += [("quanto", {"weights": w, "activations": a})
           for w in ("int8", "int4", "int2", "float8") for a in ("none", "int8", "float8")]
     g += [("hqq", {"bits": bits, "group_size": gs}) for bits in (1, 2, 3, 4, 8) for gs in (32, 64, 128)]
@@ -412,6 +422,9 @@ def test_unknown_library_is_rejected_naming_the_scheme():
     ("torchao", {"config": "int4_weight_only"}, "config"),
     ("torchao", {"config": "int8_weight_only", "act_mapping": "asymmetric"}, "act_mapping"),
     ("torchao", {"bits": 4}, "bits"),  # unknown key
+    ("torchao", {"config": "int8_weight_only", "smoothquant": True}, "smoothquant"),
+    ("torchao", {"smoothquant": True, "smoothquant_alpha": 1.5}, "smoothquant_alpha"),
+    ("torchao", {"smoothquant": True, "smoothquant_alpha": 1}, "smoothquant_alpha"),  # an int
 ])
 def test_bad_parameters_are_rejected_naming_scheme_and_key(library, params, key):
     with pytest.raises(SchemeError, match=rf"^schemes\.bad-scheme\.{key}: "):
@@ -433,6 +446,7 @@ def test_group_size_must_divide_the_layer_width():
     ("torchao", {"config": "int8_static_activation_int8_weight"}, True),
     ("torchao", {"config": "int8_dynamic_activation_int8_weight"}, False),
     ("torchao", {"config": "int8_weight_only"}, False),
+    ("torchao", {"config": "int8_dynamic_activation_int8_weight", "smoothquant": True}, True),
     ("quanto", {"weights": "int8", "activations": "int8"}, True),
     ("quanto", {"weights": "int4", "activations": "float8"}, True),
     ("quanto", {"weights": "int8"}, False),
@@ -448,6 +462,7 @@ def test_static_schemes_need_calibration(library, params, needs):
 @pytest.mark.parametrize(("library", "params"), [
     ("pytorch", {"mode": "static"}),
     ("torchao", {"config": "int8_static_activation_int8_weight"}),
+    ("torchao", {"smoothquant": True}),
     ("quanto", {"activations": "int8"}),
 ])
 def test_static_scheme_without_calibration_set_fails(tiny_whisper_dir, library, params):
@@ -460,6 +475,37 @@ def test_devices_are_declared():
     for library in ("pytorch", "torchao"):
         b = get_backend(library)
         assert "no cuda implementation" in b.unsupported_reason(b.resolve("s", {}), "cuda")
+
+
+def test_smoothquant_factor_and_static_scale_are_torchaos():
+    """One pass of per-channel min/max gives what torchao's SmoothQuantObserver computes from every
+    stored input: the same smoothing factor, and the same per-tensor scale of the smoothed input
+    (torchao's observer quantises x / s itself).  Inputs with an outlier channel, as Whisper's have."""
+    import torch
+    from torchao.prototype.smoothquant.core import SmoothQuantObserver
+    from torchao.quantization import PerTensor
+    from torchao.quantization.quantize_.workflows import QuantizeTensorToInt8Kwargs
+    from whisperquant.quantize.backends.torchao import _static_qparams, smoothing_factor
+
+    torch.manual_seed(0)
+    weight = torch.randn(48, 64)
+    batches = [torch.randn(2, 7, 64) * (1 + 40 * (torch.arange(64) == 5)) for _ in range(3)]
+    ref = SmoothQuantObserver(weight, alpha=0.5)
+    for x in batches:
+        ref(x)
+    kwargs = QuantizeTensorToInt8Kwargs(granularity=PerTensor())
+    ref_s, ref_scale, _ = ref.calculate_qparams(weight_quant_kwargs=kwargs)
+
+    flat = torch.cat([x.reshape(-1, 64) for x in batches])
+    lo, hi = flat.amin(0), flat.amax(0)
+    s = smoothing_factor(lo, hi, weight, 0.5)
+    torch.testing.assert_close(s, ref_s, rtol=1e-6, atol=0)
+    from torchao.quantization import MappingType
+    scale, _ = _static_qparams((lo / s).min().item(), (hi / s).max().item(), MappingType.SYMMETRIC)
+    torch.testing.assert_close(scale.flatten(), ref_scale.flatten(), rtol=1e-6, atol=0)
+    # and smoothing really flattens the outlier: the input's range shrinks relative to its median channel
+    spread = lambda a, b: (torch.maximum(a.abs(), b.abs()).max() / torch.maximum(a.abs(), b.abs()).median())  # noqa: E731
+    assert spread(lo / s, hi / s) < spread(lo, hi) / 4
 
 
 @pytest.mark.skipif(__import__("platform").machine().lower() not in ("x86_64", "amd64"), reason="fbgemm is x86")

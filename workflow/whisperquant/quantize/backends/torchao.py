@@ -32,6 +32,25 @@ output channel, the default of all three configs) or ``PerTensor()``; weights
 are symmetric int8.  ``act_mapping`` is the activation quantiser's mapping
 (symmetric, torchao's default, or asymmetric with a zero point).
 
+``smoothquant: true`` (with ``smoothquant_alpha``, 0.5 by default) adds
+SmoothQuant (Xiao et al., 2023, arXiv:2211.10438) to a static or dynamic
+scheme: an input channel j of a Linear whose activations carry outliers is
+divided by s_j = max|x_j|^alpha / max|W_:,j|^(1-alpha) and the weight's column
+j multiplied by it, so the product is unchanged while the activation's range
+is flattened before it is quantised per tensor (or per token).  The factor is
+torchao's own (``torchao.prototype.smoothquant``, ``SmoothQuantObserver``);
+as torchao does, 1/s is kept on the weight as ``Int8Tensor.act_pre_scale``
+and applied to the activation at run time rather than folded into the
+LayerNorm before the Linear, which is why every target Linear can be smoothed,
+also those fed by attention or by GELU.  torchao's own pipeline is not called:
+its memory-bounded two-pass observer fails on a static config in 0.18
+(``RunningAbsMaxSmoothQuantObserver.calculate_qparams`` calls ``.get`` on a
+``QuantizeTensorToInt8Kwargs``: AttributeError), and its other observer keeps
+every calibration input (several GB for the encoder of base).  Here one pass
+records each input channel's min and max; the factor and the static range of
+the smoothed input x/s follow from them exactly (s > 0), so one calibration
+pass serves both.
+
 Saving: the tensor subclass does not go through ``safetensors`` as it is.
 Each quantised weight is decomposed into plain tensors (``qdata`` int8,
 ``scale`` fp32, ``zero_point`` int8, and for static schemes the activation
@@ -89,15 +108,22 @@ class TorchAO(LinearSwapBackend):
         "config": (_CONFIGS, _DYNAMIC),
         "granularity": (("per_channel", "per_tensor"), "per_channel"),
         "act_mapping": (("symmetric", "asymmetric"), "symmetric"),
+        "smoothquant": (bool, False),
+        "smoothquant_alpha": (float, 0.5),
     }
     devices = ("cpu",)
 
     def check(self, scheme: str, params: dict) -> None:
         if params["config"] == _WEIGHT_ONLY and params["act_mapping"] != "symmetric":
             raise SchemeError(f"schemes.{scheme}.act_mapping: int8_weight_only does not quantise activations")
+        if params["smoothquant"] and params["config"] == _WEIGHT_ONLY:
+            raise SchemeError(f"schemes.{scheme}.smoothquant: int8_weight_only has no activation quantiser to "
+                              "smooth for")
+        if not 0.0 <= params["smoothquant_alpha"] <= 1.0:
+            raise SchemeError(f"schemes.{scheme}.smoothquant_alpha: {params['smoothquant_alpha']} is outside [0, 1]")
 
     def needs_calibration(self, params: dict) -> bool:
-        return params["config"] == _STATIC
+        return params["config"] == _STATIC or params["smoothquant"]
 
     def bits(self, params: dict) -> float:
         return 8.0
@@ -111,9 +137,9 @@ class TorchAO(LinearSwapBackend):
             return f"int8 weight-only {gran} (activations float)"
         if params["config"] == _STATIC:
             return (f"int8 weights {gran}, static (calibrated) int8 activations per-tensor "
-                    f"{params['act_mapping']}, float output")
+                    f"{params['act_mapping']}, float output{_sq(params)}")
         act = "per-token" if params["granularity"] == "per_channel" else "per-tensor"
-        return f"int8 weights {gran}, dynamic int8 activations {act} {params['act_mapping']}"
+        return f"int8 weights {gran}, dynamic int8 activations {act} {params['act_mapping']}{_sq(params)}"
 
     # ------------------------------------------------------------------ quantise
     def quantize_model(self, model, params, calibration=None):
@@ -127,8 +153,8 @@ class TorchAO(LinearSwapBackend):
         names = target_linears(model, params["targets"])
         g = _granularity(params["granularity"])
         # set_inductor_config only tunes torch.compile, which this pipeline does not use.
-        if params["config"] == _STATIC:
-            self._quantize_static(model, names, params, calibration)
+        if self.needs_calibration(params):
+            self._quantize_calibrated(model, names, params, calibration)
         else:
             if params["config"] == _DYNAMIC:
                 config = Int8DynamicActivationInt8WeightConfig(
@@ -143,36 +169,57 @@ class TorchAO(LinearSwapBackend):
             raise RuntimeError(f"torchao left {len(missed)} target Linear(s) unquantised, e.g. {missed[0]}")
         return model
 
-    def _quantize_static(self, model, names, params, calibration) -> None:
-        """Observe each target's input range over the calibration set, then fix its scale."""
-        from torchao.quantization import Int8StaticActivationInt8WeightConfig, quantize_
+    def _quantize_calibrated(self, model, names, params, calibration) -> None:
+        """Observe each target's input channels over the calibration set, then smooth and/or fix its scale."""
+        import torch
+        from torchao.quantization import (
+            Int8DynamicActivationInt8WeightConfig,
+            Int8StaticActivationInt8WeightConfig,
+            quantize_,
+        )
 
-        ranges: dict[str, list[float]] = {}
+        ranges: dict[str, list[torch.Tensor]] = {}
 
         def observer(name):
             def hook(mod, args):
-                x = args[0].detach()
-                r = ranges.setdefault(name, [float("inf"), float("-inf")])
-                r[0], r[1] = min(r[0], x.min().item()), max(r[1], x.max().item())
+                x = args[0].detach().reshape(-1, args[0].shape[-1])
+                lo, hi = x.amin(dim=0), x.amax(dim=0)
+                r = ranges.get(name)
+                ranges[name] = [lo, hi] if r is None else [torch.minimum(r[0], lo), torch.maximum(r[1], hi)]
             return hook
 
         handles = [model.get_submodule(n).register_forward_pre_hook(observer(n)) for n in names]
         try:
-            run_calibration(model, calibration, "torchao int8_static_activation_int8_weight")
+            run_calibration(model, calibration, f"torchao {params['config']}{_sq(params)}")
         finally:
             for h in handles:
                 h.remove()
+        mapping = _mapping(params)
         for n in names:
             if n not in ranges:
                 raise RuntimeError(f"calibration never reached {n}")
-            scale, zp = _static_qparams(*ranges[n], _mapping(params))
-            config = Int8StaticActivationInt8WeightConfig(
-                act_quant_scale=scale, act_quant_zero_point=zp, granularity=[_tensor(), _granularity(
-                    params["granularity"])], act_mapping_type=_mapping(params), set_inductor_config=False)
-            quantize_(model.get_submodule(n), config, filter_fn=lambda mod, fqn: fqn == "")
+            lo, hi = ranges[n]
+            linear = model.get_submodule(n)
+            pre_scale = None
+            if params["smoothquant"]:
+                s = smoothing_factor(lo, hi, linear.weight.detach(), params["smoothquant_alpha"])
+                linear.weight.data.mul_(s)
+                lo, hi, pre_scale = lo / s, hi / s, 1.0 / s
+            if params["config"] == _STATIC:
+                scale, zp = _static_qparams(lo.min().item(), hi.max().item(), mapping)
+                config = Int8StaticActivationInt8WeightConfig(
+                    act_quant_scale=scale, act_quant_zero_point=zp, granularity=[_tensor(), _granularity(
+                        params["granularity"])], act_mapping_type=mapping, set_inductor_config=False)
+            else:
+                config = Int8DynamicActivationInt8WeightConfig(
+                    granularity=_granularity(params["granularity"]), act_mapping_type=mapping,
+                    set_inductor_config=False)
+            quantize_(linear, config, filter_fn=lambda mod, fqn: fqn == "")
+            if pre_scale is not None:
+                linear.weight.act_pre_scale = pre_scale
 
     # ------------------------------------------------------------------ save / load
-    _ATTRS = ("qdata", "scale", "zero_point", "act_quant_scale", "act_quant_zero_point")
+    _ATTRS = ("qdata", "scale", "zero_point", "act_quant_scale", "act_quant_zero_point", "act_pre_scale")
 
     def quantized_key(self, name, module):
         import torch
@@ -196,11 +243,30 @@ class TorchAO(LinearSwapBackend):
         block = list(get_block_size(tuple(t["qdata"].shape), _granularity(params["granularity"])))
         w = _int8_tensor_class()(t["qdata"], t["scale"], block, torch.float32, zero_point=t["zero_point"],
                                  act_quant_scale=t["act_quant_scale"], act_quant_zero_point=t["act_quant_zero_point"],
-                                 act_quant_kwargs=_act_kwargs(params))
+                                 act_pre_scale=t["act_pre_scale"], act_quant_kwargs=_act_kwargs(params))
         linear.weight = torch.nn.Parameter(w, requires_grad=False)
         if linear.bias is not None:
             linear.bias = torch.nn.Parameter(tensors.pop("bias"), requires_grad=False)
         return linear
+
+
+def _sq(params: dict) -> str:
+    return f", SmoothQuant alpha {params['smoothquant_alpha']:g}" if params["smoothquant"] else ""
+
+
+def smoothing_factor(lo, hi, weight, alpha: float):
+    """SmoothQuant's per-input-channel factor s_j = max|x_j|^alpha / max|W_:,j|^(1-alpha).
+
+    ``lo``/``hi``: each input channel's min and max over the calibration set;
+    ``weight``: (out, in).  The formula, eps included, is torchao's
+    (``SmoothQuantObserver.calculate_qparams``), so the factor is the library's.
+    """
+    import torch
+
+    eps = torch.finfo(torch.float32).eps
+    x_abs_max = torch.maximum(lo.abs(), hi.abs())
+    w_abs_max = weight.abs().amax(dim=0)
+    return (x_abs_max + eps).pow(alpha) / (w_abs_max + eps).pow(1 - alpha)
 
 
 def _tensor():
