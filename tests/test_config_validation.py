@@ -103,7 +103,7 @@ CASES = [
      "corpora.ls.split", ["dev-clean"]),
     ("report-unknown-corpus", _set("report/noisy_corpus", "dirty"), "report.noisy_corpus", ["unknown corpus"]),
     ("unknown-library", _set("schemes/tflite-int8", {"library": "tflite"}), "schemes.tflite-int8.library",
-     ["bnb, ctranslate2, fp16, fp32, hqq, onnxruntime, openvino, pytorch, quanto, torchao"]),
+     ["bnb, ctranslate2, fp16, fp32, hqq, onnxruntime, openvino, pt2e, pytorch, quanto, torchao"]),
     ("bits-not-offered", _set("schemes/hqq-4bit-g64/bits", 5), "schemes.hqq-4bit-g64.bits", ["1, 2, 3, 4, 8"]),
     ("bnb-int4", _set("schemes/bnb-nf4/quant_type", "int4"), "schemes.bnb-nf4.quant_type", ["'nf4'", "'fp4'"]),
     ("bnb-double-quant-int8", _all(_set("schemes/bnb-nf4/quant_type", "int8"), _set("schemes/bnb-nf4/double_quant",

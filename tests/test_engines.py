@@ -1,4 +1,5 @@
-"""The deployment runtimes (CTranslate2, ONNX Runtime, OpenVINO) on real weights and real speech.
+"""The deployment runtimes (CTranslate2, ONNX Runtime, OpenVINO, and PyTorch's exported PT2E graphs) on real
+weights and real speech.
 
 Each engine builds its artifact from tiny.en's fp32 checkpoint and decodes the two
 real clips; its float32 cell must give transformers fp32's tokens exactly (the same
@@ -128,6 +129,60 @@ def test_static_engine_schemes_calibrate_and_decode(library, spec, tiny_en, clip
     names, _ = linear_names(tiny_en, params["targets"])
     sizes = backend.sizes(tmp_path, names)
     assert sizes["quantized_module_bytes"] < 0.3 * 66_177_024  # a quarter of the target Linears' fp32 bytes
+
+
+def test_pt2e_static_int8_is_close_to_fp32_and_stores_int8(tiny_en, clips, reference, tmp_path):
+    """PyTorch's PT2E static flow (torch.export, X86InductorQuantizer, histogram-calibrated per-tensor inputs,
+    per-channel int8 weights, float outputs) on both exported graphs: within one word error of fp32 on the
+    real clips (calibrated on them: a unit test of the mechanics), saved as int8 constants named after their
+    Linears, no float copy of a target weight left in the archive."""
+    from whisperquant.evaluate.scoring import corpus_errors
+    from whisperquant.quantize import get_backend
+    from whisperquant.quantize.base import linear_names
+
+    _, utts, feats = clips
+    backend = get_backend("pt2e")
+    params = backend.resolve("test", {})
+    assert backend.needs_calibration(params)
+    backend.build(tiny_en, params, [feats], tmp_path)
+    hyps = _decode(backend, params, tiny_en, tmp_path, clips, 64)
+    fp32 = corpus_errors((u.reference, h) for u, h in zip(utts, reference[64], strict=True))
+    q = corpus_errors((u.reference, h) for u, h in zip(utts, hyps, strict=True))
+    assert q.errors <= fp32.errors + 1, (hyps, reference[64])
+    names, _ = linear_names(tiny_en, params["targets"])
+    sizes = backend.sizes(tmp_path, names)
+    # int8 weights + fp32 per-channel scales, int64 zero points and fp32 biases: about 0.26 of fp32
+    assert 0.24 < sizes["quantized_module_bytes"] / 66_177_024 < 0.32, sizes
+    # everything else is tiny.en's float parameters once (the tied embedding once)
+    assert abs(sizes["float_param_bytes"] - (4 * 37_760_256 - 66_177_024)) < 100_000, sizes
+    tensors = backend.tensor_bytes(tmp_path)
+    assert not [k for k in tensors if backend.module_of(k).removesuffix(".weight") in names and
+                k.endswith(".weight")], "a float copy of a target weight was saved"
+
+
+def test_pt2e_exported_decoder_step_equals_the_eager_one(tiny_en):
+    """The exported decoder step against the module it was exported from, for every batch, cache length and
+    token count decoding meets: export once aliased the key and value caches (one example tensor passed for
+    both), and the program then read the keys from the values for every step after the first."""
+    import torch
+    from whisperquant.quantize.backends._graphs import graphs
+    from whisperquant.quantize.backends.pt2e import _example_inputs, _export
+    from whisperquant.quantize.base import load_fp32
+
+    model = load_fp32(tiny_en)
+    encoder, decoder = graphs(model)
+    example = _example_inputs(model.config, encoder)
+    exported = _export(decoder, example[1]).module()
+    cfg = model.config
+    heads, dh = cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
+    torch.manual_seed(0)
+    for batch, past, tokens in [(1, 0, 1), (1, 0, 4), (1, 1, 1), (3, 5, 1), (2, 3, 2), (1, 7, 3)]:
+        k, v = (torch.randn(cfg.decoder_layers, batch, heads, past, dh) for _ in range(2))
+        cross = [c[:, :1].expand(-1, batch, -1, -1, -1) for c in example[1][3:]]
+        ids = torch.randint(0, 1000, (batch, tokens))
+        with torch.no_grad():
+            for a, b in zip(decoder(ids, k, v, *cross), exported(ids, k, v, *cross), strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
 
 
 def test_onnx_export_names_every_linear_after_its_module(tiny_en, tmp_path):

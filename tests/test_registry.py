@@ -61,7 +61,7 @@ def test_get_backend_imports_only_that_library():
 
 
 def test_unknown_library_names_the_valid_ones():
-    valid = "bnb, ctranslate2, fp16, fp32, hqq, onnxruntime, openvino, pytorch, quanto, torchao"
+    valid = "bnb, ctranslate2, fp16, fp32, hqq, onnxruntime, openvino, pt2e, pytorch, quanto, torchao"
     with pytest.raises(SchemeError, match=f"unknown library 'nope'; valid: {valid}"):
         get_backend("nope")
 
