@@ -44,6 +44,7 @@ float32, and its speed is not that of an int8 deployment.
 
 from __future__ import annotations
 
+import operator
 import re
 from pathlib import Path
 
@@ -88,14 +89,13 @@ class PT2E(Engine):
         encoder, decoder = graphs(model)
         examples = _example_inputs(model.config, encoder)
         quantizer = _quantizer(names, params)
-        prepared = [prepare_pt2e(_export(g, examples[i]).module(), quantizer) for i, g in enumerate((encoder,
-                                                                                                     decoder))]
+        prepared = [prepare_pt2e(_export(g, example).module(), quantizer)
+                    for g, example in zip((encoder, decoder), examples, strict=True)]
         settings = calibration_settings(base_model_dir, calibration)
         config = settings.pop("config")
         encode, step = _functions(*prepared)
-        with torch.no_grad():
-            for feats in calibration:
-                greedy_generate(encode, step, feats.numpy(), _empty(config, feats.shape[0]), **settings)
+        for feats in calibration:
+            greedy_generate(encode, step, feats.numpy(), _empty(config, feats.shape[0]), **settings)
         for gm, name, example in zip(prepared, GRAPHS, examples, strict=True):
             converted = convert_pt2e(gm)
             _name_and_prune(converted)
@@ -112,12 +112,9 @@ class PT2E(Engine):
         eos = int(model.generation_config.eos_token_id)
 
         def decode(features, prompt, max_new_tokens):
-            import torch
-
-            with torch.no_grad():
-                return greedy_generate(encode, step, features, _empty(model.config, features.shape[0]),
-                                       prompt=prompt, eos=eos, suppress=suppress, begin_suppress=begin,
-                                       max_new_tokens=max_new_tokens)
+            return greedy_generate(encode, step, features, _empty(model.config, features.shape[0]),
+                                   prompt=prompt, eos=eos, suppress=suppress, begin_suppress=begin,
+                                   max_new_tokens=max_new_tokens)
 
         return model
 
@@ -190,7 +187,7 @@ def _name_and_prune(gm) -> None:
             if not (isinstance(attr, torch.fx.Node) and attr.op == "get_attr"):
                 raise RuntimeError(f"PT2E: {module}'s int8 weight is not a folded constant")
             new = f"{module.replace('.', '__')}__{suffix}"
-            gm.register_buffer(new, _fetch(gm, attr.target))
+            gm.register_buffer(new, operator.attrgetter(attr.target)(gm))
             _drop(gm, attr.target)
             attr.target = new
     gm.graph.eliminate_dead_code()
@@ -201,18 +198,9 @@ def _name_and_prune(gm) -> None:
     gm.recompile()
 
 
-def _fetch(gm, target: str):
-    obj = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def _drop(gm, target: str) -> None:
-    *path, leaf = target.split(".")
-    owner = gm
-    for part in path:
-        owner = getattr(owner, part)
+    path, _, leaf = target.rpartition(".")
+    owner = gm.get_submodule(path)
     owner._parameters.pop(leaf, None)
     owner._buffers.pop(leaf, None)
     if leaf in owner.__dict__:
@@ -231,7 +219,8 @@ def _empty(config, batch: int) -> tuple:
 
 
 def _functions(encoder, decoder):
-    """``encode`` / ``step`` over two torch graph modules, in the numpy convention of ``greedy_generate``."""
+    """``encode`` / ``step`` over two torch graph modules, in the numpy convention of ``greedy_generate``
+    (no autograd: calibration and inference alike)."""
     import torch
 
     def encode(features):

@@ -145,7 +145,6 @@ class TorchAO(LinearSwapBackend):
     def quantize_model(self, model, params, calibration=None):
         import torch
         from torchao.quantization import (
-            Int8DynamicActivationInt8WeightConfig,
             Int8WeightOnlyConfig,
             quantize_,
         )
@@ -157,8 +156,7 @@ class TorchAO(LinearSwapBackend):
             self._quantize_calibrated(model, names, params, calibration)
         else:
             if params["config"] == _DYNAMIC:
-                config = Int8DynamicActivationInt8WeightConfig(
-                    granularity=g, act_mapping_type=_mapping(params), set_inductor_config=False)
+                config = _dynamic_config(params)
             else:
                 config = Int8WeightOnlyConfig(granularity=g, set_inductor_config=False)
             wanted = set(names)
@@ -172,11 +170,7 @@ class TorchAO(LinearSwapBackend):
     def _quantize_calibrated(self, model, names, params, calibration) -> None:
         """Observe each target's input channels over the calibration set, then smooth and/or fix its scale."""
         import torch
-        from torchao.quantization import (
-            Int8DynamicActivationInt8WeightConfig,
-            Int8StaticActivationInt8WeightConfig,
-            quantize_,
-        )
+        from torchao.quantization import Int8StaticActivationInt8WeightConfig, quantize_
 
         ranges: dict[str, list[torch.Tensor]] = {}
 
@@ -211,9 +205,7 @@ class TorchAO(LinearSwapBackend):
                     act_quant_scale=scale, act_quant_zero_point=zp, granularity=[_tensor(), _granularity(
                         params["granularity"])], act_mapping_type=mapping, set_inductor_config=False)
             else:
-                config = Int8DynamicActivationInt8WeightConfig(
-                    granularity=_granularity(params["granularity"]), act_mapping_type=mapping,
-                    set_inductor_config=False)
+                config = _dynamic_config(params)
             quantize_(linear, config, filter_fn=lambda mod, fqn: fqn == "")
             if pre_scale is not None:
                 linear.weight.act_pre_scale = pre_scale
@@ -248,6 +240,13 @@ class TorchAO(LinearSwapBackend):
         if linear.bias is not None:
             linear.bias = torch.nn.Parameter(tensors.pop("bias"), requires_grad=False)
         return linear
+
+
+def _dynamic_config(params: dict):
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+    return Int8DynamicActivationInt8WeightConfig(granularity=_granularity(params["granularity"]),
+                                                 act_mapping_type=_mapping(params), set_inductor_config=False)
 
 
 def _sq(params: dict) -> str:
