@@ -1,16 +1,14 @@
-"""Every kind of scheme in the default grid runs to an ``ok`` row (no ``failed`` row hides a bug).
+"""The default grid runs to ``ok`` rows (no ``failed`` row hides a bug); runtime cells are grid cells.
 
-The default grid's schemes (all blocks of ``config/config.yaml``), one per kind, on
-tiny.en and two real clips, through the real workflow: since only a backend's
-typed LibraryLimitation may become a ``failed`` row and anything else fails the
-job, a green run with every row ``ok`` is the proof.  A kind is a library with its
-calibration need, compute dtype and float-or-quantised weights
-(:func:`one_scheme_per_kind`): the bit widths of one weight-only library (HQQ 8 to
-1 bits, quanto int8 to int2) share their code path up to the library's packing, which
-``test_backends.py::test_full_grid_runs_on_cpu`` runs for every width in-process and
-``test_quality.py`` on real weights; each Snakemake job costs ~10 s of imports alone,
-so the five HQQ widths through the workflow would add a minute of start-up and prove
-no more.  The same run shows that the deployment runtimes' cells are ordinary grid cells.
+Every scheme of the default grid (all blocks of ``config/config.yaml``) on tiny.en
+and two real clips, through the real workflow: since only a backend's typed
+LibraryLimitation may become a ``failed`` row and anything else fails the job, a
+green run with every row ``ok`` is the proof.  The same run carries the deployment
+runtimes' float32 and int8 schemes (config/kinds.yaml's), to show that an engine's
+cell is an ordinary grid cell: quantised, transcribed, scored and sized.  The other
+kinds of config/kinds.yaml run in-process in ``test_backends.py`` (every scheme of
+the full grid) and on real weights in ``test_quality.py``; each Snakemake job costs
+~10 s of imports alone.
 """
 
 from __future__ import annotations
@@ -25,28 +23,14 @@ from workflow_utils import cpu_refusals, small_config, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
-#: the runtimes' int8 schemes of the default grid, by library
+#: the runtimes' int8 schemes, by library, and their float32 (and CUDA-only) companions
 RUNTIME_INT8 = {"ctranslate2": "ct2-int8", "onnxruntime": "ort-int8", "openvino": "ov-int8"}
-
-
-def one_scheme_per_kind(config: dict) -> list[str]:
-    """The first default-grid scheme (in config order) of each (library, calibrated, compute dtype, float)."""
-    from whisperquant.config import resolve_schemes
-    from whisperquant.quantize import get_backend
-
-    resolved, kinds = resolve_schemes(config), {}
-    for name in scheme_names(config):
-        params = {k: v for k, v in resolved[name].items() if k != "library"}
-        backend = get_backend(resolved[name]["library"])
-        kind = (resolved[name]["library"], backend.needs_calibration(params), backend.compute_dtype(params, "cpu"),
-                backend.bits(params) >= 16)
-        kinds.setdefault(kind, name)
-    return list(kinds.values())
+RUNTIME_OTHERS = ["ct2-float32", "ct2-float16", "ort-fp32", "ov-fp32"]
 
 
 @pytest.fixture(scope="module")
 def default_grid_run(default_config, download_cache, tmp_path_factory):
-    names = one_scheme_per_kind(default_config)
+    names = list(dict.fromkeys([*scheme_names(default_config), *RUNTIME_INT8.values(), *RUNTIME_OTHERS]))
     cfg = small_config(default_config, download_cache, {n: default_config["schemes"][n] for n in names})
     cfg["transcription"].update(threads=1, exclusive=False)  # results, not speed: two jobs at a time
     work = tmp_path_factory.mktemp("default-grid")
@@ -57,8 +41,9 @@ def default_grid_run(default_config, download_cache, tmp_path_factory):
 
 def test_default_grid_yields_no_failed_row(default_grid_run):
     work, names = default_grid_run
-    assert len(names) >= 17 and {"hqq-8bit-g64", "quanto-w8", "quanto-w8a8", "bnb-nf4"} <= set(names)
-    assert not {"hqq-4bit-g64", "quanto-w4"} & set(names)  # the other widths of a kind: see the module text
+    # the study's four libraries and both PyTorch modes are in the default grid
+    study = {"fp32", "torch-dynamic-int8", "torch-static-int8-fo-rr", "quanto-w8", "hqq-4bit-g64", "bnb-nf4"}
+    assert study <= set(names)
     summary = pd.read_csv(work / "results" / "report" / "summary.csv").set_index("scheme")
     assert sorted(summary.index) == sorted(names)
     # the rows that are not ok are decided before any job runs: a CUDA-only compute type, and on an x86

@@ -48,7 +48,7 @@ def test_paper_config_is_valid_and_lists_every_cell(default_config, paper_config
                    if spec["library"] == "ctranslate2" and "float16" in spec.get("compute_type", "")}
         static8 = {s for s, spec in schemes.items() if spec["library"] == "pytorch"
                    and spec.get("mode") == "static" and not spec.get("reduce_range")} if _x86_without_vnni() else set()
-        assert static8 <= {"torch-static-int8", "torch-static-int8-keep3"}
+        assert static8 <= {"torch-static-int8", "torch-static-int8-fo", "torch-static-int8-keep3"}
         assert set(cpu_refused) == float16 | static8, cpu_refused
         assert all("kernels on cpu" in cpu_refused[s] for s in float16)
         assert all("needs an x86 CPU with VNNI" in cpu_refused[s] for s in static8)
