@@ -80,7 +80,10 @@ def decode(batch):
     t0 = time.perf_counter()
     feats = proc.feature_extractor(audio, sampling_rate=16000, return_tensors="np").input_features
     feats = ctranslate2.StorageView.from_array(np.ascontiguousarray(feats))
-    res = wm.generate(feats, [prompt] * len(batch), beam_size=1, max_length={max_new})
+    # as the pipeline's engine: ctranslate2 4.8.5's generate returns at most max_length // 2 tokens,
+    # and the checkpoint's suppression lists apply (backends/ctranslate2.py)
+    res = wm.generate(feats, [prompt] * len(batch), beam_size=1, max_length=2 * {max_new} + 1,
+                      suppress_blank=True, suppress_tokens=[-1])
     return res, time.perf_counter() - t0
 batches = length_sorted_batches(utts, {bs})
 for i, batch in enumerate(batches):  # the same protocol as transcribe_corpus
