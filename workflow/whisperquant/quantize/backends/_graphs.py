@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._engine import EngineModel
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -126,12 +128,43 @@ def graphs(hf_model) -> tuple[torch.nn.Module, torch.nn.Module]:
     return encoder_cls(hf_model).eval(), decoder_cls(hf_model).eval()
 
 
-def empty_cache(config, batch: int) -> np.ndarray:
-    """A self-attention cache holding no position yet: [layers, batch, heads, 0, head_dim]."""
+def empty_caches(config, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The self-attention key and value caches before any token: [layers, batch, heads, 0, head_dim] each."""
     import numpy as np
 
     heads = config.decoder_attention_heads
-    return np.zeros((config.decoder_layers, batch, heads, 0, config.d_model // heads), dtype=np.float32)
+    shape = (config.decoder_layers, batch, heads, 0, config.d_model // heads)
+    return np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
+
+
+def example_inputs(config, frames: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Example features and decoder-step (ids, self_k, self_v) for exporting the two graphs.
+
+    Batch and lengths are above 1 so that an exporter keeps them dynamic, and the key and value caches
+    are two tensors: ``torch.export`` makes one object passed twice a single input, and the program
+    then reads the keys from the values.
+    """
+    import torch
+
+    heads = config.decoder_attention_heads
+    cache = torch.zeros(config.decoder_layers, 2, heads, 3, config.d_model // heads)
+    return (torch.zeros(2, config.num_mel_bins, frames),
+            (torch.zeros(2, 2, dtype=torch.long), cache, cache.clone()))
+
+
+def graph_engine_model(model_dir: Path, encode: Callable, step: Callable, keep: object) -> EngineModel:
+    """An :class:`~._engine.EngineModel` decoding with :func:`greedy_generate` over a runtime's two graphs
+    (``keep``: the runtime's objects, alive as long as the model)."""
+    model = EngineModel(model_dir, lambda *a: decode(*a), keep=keep)
+    suppress, begin = model.suppression()
+    eos = int(model.generation_config.eos_token_id)
+
+    def decode(features, prompt, max_new_tokens):
+        return greedy_generate(encode, step, features, empty_caches(model.config, features.shape[0]),
+                               prompt=prompt, eos=eos, suppress=suppress, begin_suppress=begin,
+                               max_new_tokens=max_new_tokens)
+
+    return model
 
 
 def export_onnx(hf_model, out_dir: Path, frames: int) -> tuple[Path, Path]:
@@ -144,21 +177,17 @@ def export_onnx(hf_model, out_dir: Path, frames: int) -> tuple[Path, Path]:
     import torch
 
     encoder, decoder = graphs(hf_model)
-    cfg = hf_model.config
-    feats = torch.zeros(2, cfg.num_mel_bins, frames)
-    heads = cfg.decoder_attention_heads
-    cache = torch.zeros(cfg.decoder_layers, 2, heads, 3, cfg.d_model // heads)
-    ids = torch.zeros(2, 2, dtype=torch.long)
+    feats, (ids, self_k, self_v) = example_inputs(hf_model.config, frames)
     with torch.no_grad():
         enc_calls, (cross_k, cross_v) = _linear_calls(hf_model, encoder, (feats,))
-        dec_calls, _ = _linear_calls(hf_model, decoder, (ids, cache, cache, cross_k, cross_v))
+        dec_calls, _ = _linear_calls(hf_model, decoder, (ids, self_k, self_v, cross_k, cross_v))
     enc_path, dec_path = out_dir / "encoder.onnx", out_dir / "decoder.onnx"
     kv_axes = {1: "batch", 3: "frames"}
     with torch.no_grad():
         torch.onnx.export(encoder, (feats,), str(enc_path), input_names=list(ENCODER_INPUTS),
                           output_names=list(ENCODER_OUTPUTS), opset_version=17, dynamo=False,
                           dynamic_axes={"input_features": {0: "batch"}, "cross_k": kv_axes, "cross_v": kv_axes})
-        torch.onnx.export(decoder, (ids, cache, cache, cross_k, cross_v), str(dec_path),
+        torch.onnx.export(decoder, (ids, self_k, self_v, cross_k, cross_v), str(dec_path),
                           input_names=list(DECODER_INPUTS), output_names=list(DECODER_OUTPUTS), opset_version=17,
                           dynamo=False, dynamic_axes={
                               "input_ids": {0: "batch", 1: "tokens"}, "self_k": {1: "batch", 3: "past"},

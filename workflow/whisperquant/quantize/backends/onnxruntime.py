@@ -33,15 +33,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from ._engine import Engine, EngineModel, calibration_settings, runtime_threads
 from ._graphs import (
     DECODER_INPUTS,
     calibration_inputs,
-    empty_cache,
+    empty_caches,
     export_onnx,
-    greedy_generate,
+    graph_engine_model,
     onnx_linear_nodes,
 )
 
@@ -105,16 +106,7 @@ class ONNXRuntime(Engine):
 
     def load(self, base_model_dir: Path, params: dict, artifact_dir: Path, device: str) -> EngineModel:
         encode, step, sessions = _session_functions(artifact_dir, prepack=params["prepack"])
-        model = EngineModel(base_model_dir, lambda *a: decode(*a), keep=sessions)
-        suppress, begin = model.suppression()
-        eos = int(model.generation_config.eos_token_id)
-
-        def decode(features, prompt, max_new_tokens):
-            empty = empty_cache(model.config, features.shape[0])
-            return greedy_generate(encode, step, features, (empty, empty), prompt=prompt, eos=eos,
-                                   suppress=suppress, begin_suppress=begin, max_new_tokens=max_new_tokens)
-
-        return model
+        return graph_engine_model(base_model_dir, encode, step, sessions)
 
     def tensor_bytes(self, artifact_dir: Path) -> dict[str, int]:
         import onnx
@@ -187,7 +179,7 @@ def _calibration_samples(base_model_dir: Path, fp32_dir: Path, calibration) -> t
     settings = calibration_settings(base_model_dir, calibration)
     config = settings.pop("config")
     return calibration_inputs(encode, step, [f.numpy() for f in calibration],
-                              lambda b: (empty_cache(config, b), empty_cache(config, b)), **settings)
+                              partial(empty_caches, config), **settings)
 
 
 def _quantize_static(src: Path, dst: Path, nodes: list[str], samples: list[dict], params: dict) -> None:

@@ -28,6 +28,7 @@ read into memory the process owns and its resident memory counts them.
 from __future__ import annotations
 
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from ..registry import SchemeError
@@ -35,9 +36,9 @@ from ._engine import Engine, EngineModel, calibration_settings, runtime_threads
 from ._graphs import (
     DECODER_INPUTS,
     calibration_inputs,
-    empty_cache,
+    empty_caches,
     export_onnx,
-    greedy_generate,
+    graph_engine_model,
     onnx_linear_nodes,
 )
 
@@ -108,16 +109,7 @@ class OpenVINO(Engine):
 
     def load(self, base_model_dir: Path, params: dict, artifact_dir: Path, device: str) -> EngineModel:
         encode, step, keep = _session_functions(artifact_dir)
-        model = EngineModel(base_model_dir, lambda *a: decode(*a), keep=keep)
-        suppress, begin = model.suppression()
-        eos = int(model.generation_config.eos_token_id)
-
-        def decode(features, prompt, max_new_tokens):
-            empty = empty_cache(model.config, features.shape[0])
-            return greedy_generate(encode, step, features, (empty, empty), prompt=prompt, eos=eos,
-                                   suppress=suppress, begin_suppress=begin, max_new_tokens=max_new_tokens)
-
-        return model
+        return graph_engine_model(base_model_dir, encode, step, keep)
 
     def tensor_bytes(self, artifact_dir: Path) -> dict[str, int]:
         import openvino as ov
@@ -167,7 +159,7 @@ def _calibration_samples(base_model_dir: Path, fp32_dir: Path, calibration) -> d
     settings = calibration_settings(base_model_dir, calibration)
     config = settings.pop("config")
     enc, dec = calibration_inputs(encode, step, [f.numpy() for f in calibration],
-                                  lambda b: (empty_cache(config, b), empty_cache(config, b)), **settings)
+                                  partial(empty_caches, config), **settings)
     return {"encoder": enc, "decoder": dec}
 
 

@@ -49,7 +49,7 @@ import re
 from pathlib import Path
 
 from ._engine import Engine, EngineModel, calibration_settings
-from ._graphs import empty_cache, graphs, greedy_generate
+from ._graphs import empty_caches, example_inputs, graph_engine_model, graphs, greedy_generate
 
 GRAPHS = ("encoder.pt2", "decoder.pt2")
 _QSUFFIX = re.compile(r"^(?P<module>.+)__(?P<kind>q(?:weight|scale|zero))$")
@@ -95,7 +95,7 @@ class PT2E(Engine):
         config = settings.pop("config")
         encode, step = _functions(*prepared)
         for feats in calibration:
-            greedy_generate(encode, step, feats.numpy(), _empty(config, feats.shape[0]), **settings)
+            greedy_generate(encode, step, feats.numpy(), empty_caches(config, feats.shape[0]), **settings)
         for gm, name, example in zip(prepared, GRAPHS, examples, strict=True):
             converted = convert_pt2e(gm)
             _name_and_prune(converted)
@@ -107,16 +107,7 @@ class PT2E(Engine):
     def load(self, base_model_dir: Path, params: dict, artifact_dir: Path, device: str) -> EngineModel:
         programs = [_load_program(artifact_dir / name) for name in GRAPHS]
         encode, step = _functions(*(p.module() for p in programs))
-        model = EngineModel(base_model_dir, lambda *a: decode(*a), keep=programs)
-        suppress, begin = model.suppression()
-        eos = int(model.generation_config.eos_token_id)
-
-        def decode(features, prompt, max_new_tokens):
-            return greedy_generate(encode, step, features, _empty(model.config, features.shape[0]),
-                                   prompt=prompt, eos=eos, suppress=suppress, begin_suppress=begin,
-                                   max_new_tokens=max_new_tokens)
-
-        return model
+        return graph_engine_model(base_model_dir, encode, step, programs)
 
     def tensor_bytes(self, artifact_dir: Path) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -143,16 +134,13 @@ def _quantizer(names: list[str], params: dict):
 
 
 def _example_inputs(config, encoder) -> tuple[tuple, tuple]:
-    """Example inputs of both graphs, batch and lengths above 1 so that export keeps them dynamic."""
+    """Example inputs of both graphs (:func:`~._graphs.example_inputs`, the cross k/v from ``encoder``)."""
     import torch
 
-    feats = torch.zeros(2, config.num_mel_bins, 2 * config.max_source_positions)
+    feats, (ids, self_k, self_v) = example_inputs(config, 2 * config.max_source_positions)
     with torch.no_grad():
         cross_k, cross_v = encoder(feats)
-    heads = config.decoder_attention_heads
-    cache = torch.zeros(config.decoder_layers, 2, heads, 3, config.d_model // heads)
-    # two tensors: export would take one object passed twice for one input, and read the keys as values
-    return (feats,), (torch.zeros(2, 2, dtype=torch.long), cache, cache.clone(), cross_k, cross_v)
+    return (feats,), (ids, self_k, self_v, cross_k, cross_v)
 
 
 def _export(module, args: tuple):
@@ -212,10 +200,6 @@ def _load_program(path: Path):
     import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers the quantized_decomposed ops
 
     return torch.export.load(str(path))
-
-
-def _empty(config, batch: int) -> tuple:
-    return (empty_cache(config, batch),) * 2
 
 
 def _functions(encoder, decoder):
