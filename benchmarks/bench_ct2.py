@@ -20,8 +20,9 @@ import json
 
 import _common
 
-HF_CHILD = r"""
-import json, sys, time, tempfile, torch, warnings
+# Every child: the pipeline's own backend loads the model, ``transcribe_corpus`` decodes and times it.
+_START = r"""
+import json, tempfile, torch, warnings
 warnings.filterwarnings("ignore")
 from pathlib import Path
 from transformers import WhisperProcessor
@@ -29,11 +30,10 @@ from whisperquant.quantize import get_backend
 from whisperquant.evaluate.transcribe import load_corpus, transcribe_corpus, generate_kwargs_for, peak_rss_mb
 from whisperquant.evaluate.scoring import corpus_errors
 torch.set_num_threads({threads})
-spec = json.loads({spec!r}); lib = spec.pop("library")
-backend = get_backend(lib); params = backend.resolve("bench", spec)
-mdir = Path({mdir!r}); art = Path(tempfile.mkdtemp())
-model = backend.quantize(mdir, params, None); backend.save(model, params, art)
-model = backend.load(mdir, params, art, "cpu")
+mdir = Path({mdir!r})
+"""
+
+_TRANSCRIBE = r"""
 proc = WhisperProcessor.from_pretrained(str(mdir)); utts = load_corpus({manifest!r})
 out = Path(tempfile.mkdtemp()) / "t.jsonl"
 timing = json.loads({timing!r})
@@ -45,13 +45,19 @@ print(json.dumps({{"rtfx": t["rtfx"], "rtfx_low": t["rtfx_low"], "rtfx_high": t[
                   "timed_batches": t["timed_batches"], "peak_rss_mb": peak_rss_mb(), "wer": e.wer}}))
 """
 
-CT2_CHILD = r"""
-import json, time, zipfile, tempfile, ctranslate2, numpy as np
-from pathlib import Path
-from transformers import WhisperProcessor
-from whisperquant.data.audio import load_audio
-from whisperquant.evaluate.transcribe import load_corpus, length_sorted_batches, peak_rss_mb
-from whisperquant.evaluate.scoring import corpus_errors
+# A scheme of the config: quantised, saved and loaded as its quantize and transcribe jobs do.
+HF_CHILD = _START + r"""
+spec = json.loads({spec!r}); lib = spec.pop("library")
+backend = get_backend(lib); params = backend.resolve("bench", spec)
+art = Path(tempfile.mkdtemp())
+model = backend.quantize(mdir, params, None); backend.save(model, params, art)
+model = backend.load(mdir, params, art, "cpu")
+""" + _TRANSCRIBE
+
+# CTranslate2 on the very files the embedded model's wheels ship (not the converter's output),
+# loaded by the pipeline's CTranslate2 engine with ``compute_type``.
+CT2_CHILD = _START + r"""
+import zipfile
 from whisperquant.data.fetch import Artifact, fetch, read_member
 import _common
 spec = _common.config()["models"][{model!r}]
@@ -67,42 +73,9 @@ folder = cfg_path.rsplit("/", 1)[0] + "/"
 for name in zipfile.ZipFile(local[pkg]).namelist():  # CTranslate2 also needs the vocabulary file
     if name.startswith(folder + "vocabulary."):
         (tmp / name.rsplit("/", 1)[1]).write_bytes(read_member(local[pkg], name))
-wm = ctranslate2.models.Whisper(str(tmp), device="cpu", compute_type={ctype!r}, intra_threads={threads})
-proc = WhisperProcessor.from_pretrained({mdir!r}); tok = proc.tokenizer
-utts = load_corpus({manifest!r})
-multi = wm.is_multilingual
-lang = ["<|en|>", "<|transcribe|>"] if multi else []
-prompt = tok.convert_tokens_to_ids(["<|startoftranscript|>", *lang, "<|notimestamps|>"])
-timing = json.loads({timing!r})
-hyps, timed = {{}}, []
-def decode(batch):
-    audio = [load_audio(u.audio_path) for u in batch]
-    t0 = time.perf_counter()
-    feats = proc.feature_extractor(audio, sampling_rate=16000, return_tensors="np").input_features
-    feats = ctranslate2.StorageView.from_array(np.ascontiguousarray(feats))
-    # as the pipeline's engine: ctranslate2 4.8.5's generate returns at most max_length // 2 tokens,
-    # and the checkpoint's suppression lists apply (backends/ctranslate2.py)
-    res = wm.generate(feats, [prompt] * len(batch), beam_size=1, max_length=2 * {max_new} + 1,
-                      suppress_blank=True, suppress_tokens=[-1])
-    return res, time.perf_counter() - t0
-batches = length_sorted_batches(utts, {bs})
-for i, batch in enumerate(batches):  # the same protocol as transcribe_corpus
-    res, wall = decode(batch)
-    for u, r in zip(batch, res):
-        hyps[u.id] = tok.decode(r.sequences_ids[0], skip_special_tokens=True)
-    if i >= timing["warmup_batches"]:
-        timed.append((sum(u.duration for u in batch), wall))
-k = len(batches)
-while len(timed) < timing["min_timed_batches"] or sum(w for _, w in timed) < timing["min_timed_s"]:
-    batch = batches[k % len(batches)]; _, wall = decode(batch); k += 1
-    if k > timing["warmup_batches"]:
-        timed.append((sum(u.duration for u in batch), wall))
-speeds = sorted(a / w for a, w in timed)
-e = corpus_errors((u.reference, hyps[u.id]) for u in utts)
-print(json.dumps({{"rtfx": speeds[len(speeds) // 2] if len(speeds) % 2 else (speeds[len(speeds) // 2 - 1]
-                  + speeds[len(speeds) // 2]) / 2, "rtfx_low": speeds[0], "rtfx_high": speeds[-1],
-                  "timed_batches": len(timed), "peak_rss_mb": peak_rss_mb(), "wer": e.wer}}))
-"""
+backend = get_backend("ctranslate2"); params = backend.resolve("bench", {{"compute_type": {ctype!r}}})
+model = backend.load(mdir, params, tmp, "cpu")
+""" + _TRANSCRIBE
 
 DEFAULT_SCHEMES = "fp32,torch-dynamic-int8,quanto-w8,bnb-nf4"
 
