@@ -70,6 +70,10 @@ def synthetic_summary(seed: int = 0) -> pd.DataFrame:
                         rtfx=rtfx,
                         rtfx_low=rtfx * 0.9,
                         rtfx_high=rtfx * 1.1,
+                        speedup_vs_fp32=rtfx / 5,
+                        speedup_low=rtfx / 5 * 0.97,
+                        speedup_high=rtfx / 5 * 1.03,
+                        host="amd-epyc-2c-abc123",
                         delta_wer=wer - wer0 * noise,
                         on_pareto_front=False,
                     )
@@ -253,6 +257,7 @@ def test_clean_vs_noisy_pairs_the_corpora():
 
 
 def test_speed_vs_wer_one_panel_per_device_and_corpus():
+    """The speed axis is the paired speedup over fp32 (not an absolute RTFx that drifts with the host)."""
     df = synthetic_summary()
     fig = speed_vs_wer_figure(df)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
@@ -261,12 +266,16 @@ def test_speed_vs_wer_one_panel_per_device_and_corpus():
         corpus, dev = ax.get_title().split(" — ")
         want = _ok(df[(df["corpus"] == corpus) & (df["device"] == dev)])
         assert len(want) in (2, 15, 16)
-        _same(_points(ax), want["wer"] * 100, want["rtfx"])
-        assert "RTFx" in ax.get_ylabel() and "higher is faster" in ax.get_ylabel()
-    # records without rtfx fall back to 1 / rtf
-    ax = speed_vs_wer_figure(df.drop(columns=["rtfx", "rtfx_low", "rtfx_high"])).axes[0]
-    want = _ok(df[(df["corpus"] == "clean") & (df["device"] == "cpu")])
-    _same(_points(ax), want["wer"] * 100, 1 / want["rtf"])
+        _same(_points(ax), want["wer"] * 100, want["speedup_vs_fp32"])
+        assert "speedup over fp32" in ax.get_ylabel() and "higher is faster" in ax.get_ylabel()
+    assert "host amd-epyc-2c-abc123" in fig._suptitle.get_text()
+    # rows from two hosts: each panel and label says which
+    two = df.assign(host=["amd-epyc-2c-abc123" if i % 2 else "xeon-2c-def456" for i in range(len(df))])
+    fig = speed_vs_wer_figure(two)
+    assert "2 hosts" in fig._suptitle.get_text()
+    assert any("hosts)" in ax.get_title() for ax in fig.axes)
+    # records without a speedup (written before paired timing) are not plotted
+    assert not _points(speed_vs_wer_figure(df.drop(columns=["speedup_vs_fp32"])).axes[0])
 
 
 def test_no_data_figure_says_so():

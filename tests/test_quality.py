@@ -136,8 +136,7 @@ def run(tiny_en, corpus, tmp_path_factory):
                 tokens = CONTROL_MAX_NEW_TOKENS if name in NEGATIVE_CONTROL else MAX_NEW_TOKENS
                 transcribe_corpus(model, processor, corpus, out, batch_size=BATCH_SIZE,
                                   generate_kwargs=generate_kwargs_for(model, "en", tokens), device="cpu",
-                                  dtype=backend.input_dtype(p, "cpu"), progress=False,
-                                  warmup_batches=0, min_timed_s=0.0, min_timed_batches=1)
+                                  dtype=backend.input_dtype(p, "cpu"), progress=False)
         finally:
             torch.set_num_threads(threads)
         rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]

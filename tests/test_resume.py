@@ -76,10 +76,9 @@ def _run(utts, output, *, crash_after=None, fp="fp-1", model=None):
         if crash_after is not None and i == crash_after:
             raise Crash
 
-    # no warm-up batch: every decode counted here is a batch of the output (timing repeats are
-    # tests/test_timing.py's business)
+    # every decode counted here is a batch of the output (the accuracy pass decodes each batch once)
     return transcribe_corpus(model or FakeModel(), _processor(), utts, output, batch_size=2,
-                             generate_kwargs={}, fp=fp, progress=False, on_batch=on_batch, warmup_batches=0)
+                             generate_kwargs={}, fp=fp, progress=False, on_batch=on_batch)
 
 
 def _partial(output: Path) -> Path:

@@ -16,12 +16,20 @@ QUANT = {"status": "ok", "library": "quanto", "method": "w8", "bits": 8, "artifa
          "param_bytes": 3.9e8, "float_param_bytes": 1e7, "compute_dtype": "float32"}
 SCORE = {"status": "ok", "n_utts": 10, "ref_words": 200, "errors": 12, "substitutions": 6, "deletions": 2,
          "insertions": 4, "hits": 192, "wer": 0.06, "empty_hyps": 1, "looping_hyps": 2}
+HOST = {"cpu_model": "AMD EPYC", "cpu_vendor": "AuthenticAMD", "isa": ["avx2", "fma"], "isa_known": True,
+        "cores_available": 2, "machine": "x86_64"}
 TIMING = {"status": "ok", "wall_s": 5.0, "audio_s": 50.0, "rtf": 0.1, "rtfx": 10.5, "rtfx_low": 9.0,
-          "rtfx_high": 12.0, "timed_batches": 4, "timing_pass": "warm", "model_mem_mb": 410.5,
-          "peak_rss_mb": 900.0, "threads": 2, "batch_size": 8, "compute_dtype": "bfloat16"}
+          "rtfx_high": 12.0, "pairs": 6, "timing_stop": "interval within ±1.0 % of the median after 6 pairs",
+          "timing_protocol": "paired", "speedup_vs_fp32": 1.25, "speedup_low": 1.2, "speedup_high": 1.3,
+          "pair_ratios": [1.2, 1.22, 1.25, 1.25, 1.27, 1.3], "fp32_rtfx": 8.4, "core_s_per_audio_h": 685.7,
+          "cpu_s_per_audio_h": 650.0, "energy_j_per_audio_h": None, "energy_reason": "no counter",
+          "model_mem_mb": 410.5, "peak_rss_mb": 900.0, "threads": 2, "batch_size": 8, "compute_dtype": "bfloat16",
+          "host": HOST}
 
-NEW = ["empty_hyps", "looping_hyps", "insertion_rate", "rtfx", "rtfx_low", "rtfx_high", "timed_batches",
-       "timing_pass", "model_mem_mb", "peak_rss_mb", "threads", "batch_size", "compute_dtype"]
+NEW = ["empty_hyps", "looping_hyps", "insertion_rate", "rtfx", "rtfx_low", "rtfx_high", "pairs", "timing_stop",
+       "timing_protocol", "speedup_vs_fp32", "speedup_low", "speedup_high", "fp32_rtfx", "core_s_per_audio_h",
+       "cpu_s_per_audio_h", "energy_j_per_audio_h", "energy_reason", "model_mem_mb", "peak_rss_mb", "threads",
+       "batch_size", "compute_dtype", "host", "host_isa", "host_cpu"]
 
 
 def test_columns_hold_the_new_keys_and_keep_the_old():
@@ -38,8 +46,10 @@ def test_cell_row_copies_the_records():
     assert row["insertion_rate"] == pytest.approx(4 / 200)
     for k in ("empty_hyps", "looping_hyps"):
         assert row[k] == SCORE[k]
-    for k in ("rtfx", "rtfx_low", "rtfx_high", "timed_batches", "timing_pass", "model_mem_mb", "threads"):
+    for k in ("rtfx", "rtfx_low", "rtfx_high", "pairs", "timing_stop", "speedup_vs_fp32", "speedup_low",
+              "core_s_per_audio_h", "model_mem_mb", "threads"):
         assert row[k] == TIMING[k]
+    assert (row["host_isa"], row["host_cpu"]) == ("avx2", "AMD EPYC") and row["host"].startswith("amd-epyc-2c-")
     # no compute dtype in the timing record: the quantize record's
     assert cell_row(CELL, QUANT, {k: v for k, v in TIMING.items() if k != "compute_dtype"}, SCORE)[
         "compute_dtype"] == "float32"
@@ -62,9 +72,10 @@ def test_missing_keys_give_empty_cells(tmp_path):
     assert list(df.columns) == COLUMNS
     ok = df.set_index("scheme").loc["quanto-w8"]
     assert ok.rtfx == 10.5 and ok.insertion_rate == pytest.approx(0.02)
-    for k in ("empty_hyps", "looping_hyps", "rtfx_low", "rtfx_high", "timed_batches", "model_mem_mb"):
+    for k in ("empty_hyps", "looping_hyps", "rtfx_low", "rtfx_high", "pairs", "model_mem_mb", "speedup_vs_fp32",
+              "host"):
         assert pd.isna(ok[k]), k
-    assert pd.isna(ok.compute_dtype) and pd.isna(ok.timing_pass)
+    assert pd.isna(ok.compute_dtype) and pd.isna(ok.timing_stop)
     bad = df.set_index("scheme").loc["bad"]
     assert bad.status == "failed" and math.isnan(bad.insertion_rate)
     assert df.set_index("scheme").loc["nf4", "status"] == "unsupported"
@@ -181,10 +192,11 @@ def test_write_report_end_to_end(tmp_path):
     assert df.loc["junk", "wer"] > 0.5 and not df.loc["junk", "on_pareto_front"]
     assert df.loc["int8", "on_pareto_front"] and df.loc["junk", "looping_hyps"] == 3
     assert df.same_as_fp32.tolist() == [40, 30, 0] and df.same_as_fp32_pct.tolist() == [100.0, 75.0, 0.0]
-    assert df.speedup_vs_fp32.tolist() == [1.0, 1.0, 1.0] and df.speedup_vs_ct2_int8.isna().all()
+    assert df.speedup_vs_fp32.tolist() == [1.25] * 3 and df.speedup_vs_ct2_int8.isna().all()
     md = (out / "summary.md").read_text()
     assert "QoI %" in md and "= fp32 %" in md and "WER ≤ 50 %" in md
-    assert "| × CT2 int8 |" not in md  # no CTranslate2 int8 cell: no column for it and "| direction-only |" in md
+    assert "× CT2 int8 [95 % CI]" not in md  # no CTranslate2 int8 cell: no column for it
+    assert "1.25 [1.20, 1.30]" in md and "**Host**: every cell was transcribed and timed on `amd-epyc-2c-" in md and "| direction-only |" in md
     assert set(pd.read_csv(out / "study.csv")["comparable"]) == {"direction-only"}
     assert (out / "plots" / "size_vs_wer.png").stat().st_size > 5000
 
@@ -221,3 +233,54 @@ def test_a_random_weight_model_never_shows_a_wer_and_its_small_sizes_meet_the_st
     assert size.loc["quanto-w8", "comparable"] == "numeric"
     assert size.loc["quanto-w8", "difference"] == pytest.approx(100 * (1 - 4.2e8 / 9.67e8) - 57)
     assert set(study[study.metric != "size reduction vs fp32 %"].comparable) <= {"direction-only"}
+
+
+def _cells_on(tmp_path, hosts: dict[str, dict]) -> list[dict]:
+    """fp32, quanto-w8 and ct2-int8 cells of one model and corpus, each transcribed on the host given."""
+    cells = []
+    quants = {"fp32": {**QUANT, "library": "fp32"}, "quanto-w8": QUANT,
+              "ct2-int8": {**QUANT, "library": "ctranslate2", "params": {"compute_type": "int8"}}}
+    ratios = {"fp32": [1.0] * 6, "quanto-w8": [0.9] * 6, "ct2-int8": [1.8] * 6}
+    for scheme, host in hosts.items():
+        d = tmp_path / scheme
+        d.mkdir(parents=True)
+        pd.DataFrame({"id": ["u1", "u2"], "ref_words": [5, 5], "substitutions": [0, 1], "deletions": 0,
+                      "insertions": 0, "hits": [5, 4], "errors": [0, 1], "empty": 0, "looping": 0}).to_csv(
+            d / "utts.tsv", sep="\t", index=False)
+        timing = {**TIMING, "host": host, "pair_ratios": ratios[scheme], "speedup_vs_fp32": ratios[scheme][0]}
+        for name, rec in (("quant", quants[scheme]), ("timing", timing),
+                          ("score", {**SCORE, "n_utts": 2, "ref_words": 10, "errors": 1, "wer": 0.1})):
+            (d / f"{name}.json").write_text(json.dumps(rec))
+        cells.append({**CELL, "scheme": scheme, "corpus": "clean", "utts": str(d / "utts.tsv"),
+                      **{k: str(d / f"{k}.json") for k in ("quant", "timing", "score")}})
+    return cells
+
+
+def test_two_hosts_in_one_table_are_said_and_speed_is_compared_within_a_host(tmp_path):
+    """A grid whose cells ran on two kinds of node (a mixed SLURM partition): the report says so at the top,
+    shows the host of each row, and forms × CT2 int8 only between cells of the same host."""
+    from whisperquant.report.aggregate import write_report
+
+    avx512 = {**HOST, "cpu_model": "Intel Xeon", "cpu_vendor": "GenuineIntel",
+              "isa": ["avx2", "fma", "avx512f", "avx512_vnni", "amx_tile", "amx_int8"]}
+    one = _cells_on(tmp_path / "one", {"fp32": HOST, "quanto-w8": HOST, "ct2-int8": HOST})
+    out = tmp_path / "r1"
+    write_report(one, [], out / "s.csv", out / "s.md", out / "plots", n_resamples=50, seed=0, clean="clean",
+                 noisy=None)
+    df = pd.read_csv(out / "s.csv").set_index("scheme")
+    assert df.loc["quanto-w8", "speedup_vs_ct2_int8"] == pytest.approx(0.5)  # 0.9 / 1.8, both against fp32
+    assert "mixes" not in (out / "s.md").read_text()
+
+    mixed = _cells_on(tmp_path / "mixed", {"fp32": HOST, "quanto-w8": avx512, "ct2-int8": HOST})
+    out = tmp_path / "r2"
+    write_report(mixed, [], out / "s.csv", out / "s.md", out / "plots", n_resamples=50, seed=0, clean="clean",
+                 noisy=None)
+    df = pd.read_csv(out / "s.csv").set_index("scheme")
+    assert df.host.nunique() == 2 and df.loc["quanto-w8", "host_isa"] == "avx2+avx512f+avx512_vnni+amx_tile+amx_int8"
+    assert pd.isna(df.loc["quanto-w8", "speedup_vs_ct2_int8"])  # another host than the CTranslate2 cell's
+    assert df.loc["fp32", "speedup_vs_ct2_int8"] == pytest.approx(1 / 1.8, rel=1e-3)  # same host: formed
+    assert df.loc["quanto-w8", "speedup_vs_fp32"] == pytest.approx(0.9)  # its own job's paired measurement
+    md = (out / "s.md").read_text()
+    head = md.split("## ")[0]
+    assert "Warning: this table mixes 2 hosts" in head and "Intel Xeon" in head and "AMD EPYC" in head
+    assert "| host | compute |" in md

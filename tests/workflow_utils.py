@@ -32,9 +32,9 @@ def small_config(default: dict, download_cache: Path, schemes: dict | None = Non
         "torch-dynamic-int8": {"library": "pytorch", "mode": "dynamic"},
     }
     cfg["grid"] = {"models": ["tiny.en"], "schemes": "all", "devices": ["cpu"], "corpora": ["clean"]}
-    # the speed protocol at its minimum: one warm-up batch, one timed batch (tests check results, not speed)
+    # the paired speed protocol at its minimum: one unit, one pair, no interval (tests check results, not speed)
     cfg["transcription"] = {"batch_size": 2, "max_new_tokens": 64, "threads": 2,
-                            "timing": {"warmup_batches": 1, "min_timed_s": 0, "min_timed_batches": 1}}
+                            "timing": {"units": 1, "min_pairs": 1, "max_pairs": 1}}
     cfg["report"] = {"bootstrap_resamples": 200, "seed": 0}
     return cfg
 

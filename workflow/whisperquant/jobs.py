@@ -16,13 +16,13 @@ import functools
 import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import time
 import traceback
 from pathlib import Path
 
+from .evaluate.host import host_record
 from .records import read_json, write_json, write_text
 
 log = logging.getLogger("whisperquant")
@@ -65,6 +65,13 @@ def set_threads(threads: int) -> None:
 
     torch.set_num_threads(max(1, int(threads)))
     torch.manual_seed(0)
+
+
+def limitation_status(e: Exception) -> str:
+    """``unsupported`` for what the host lacks (:class:`~.quantize.HostLimitation`), else ``failed``."""
+    from .quantize import HostLimitation
+
+    return "unsupported" if isinstance(e, HostLimitation) else "failed"
 
 
 # --------------------------------------------------------------------------- models
@@ -186,7 +193,8 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     record = {"model": model, "scheme": scheme, "library": library, "params": p,
-              "bits": backend.bits(p), "method": backend.method(p), "compute_dtype": backend.compute_dtype(p, "cpu")}
+              "bits": backend.bits(p), "method": backend.method(p), "compute_dtype": backend.compute_dtype(p, "cpu"),
+              "host": host_record(1)}
     config_params = p
     calibration = None
     if backend.needs_calibration(p):
@@ -207,7 +215,7 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
             record["quantize_s"] = round(time.perf_counter() - t0, 3)
         except LibraryLimitation as e:
             log.error("%s cannot quantise this: %s\n%s", library, e, traceback.format_exc())
-            record.update(status="failed", reason=f"{library}: {e}"[:500], log=str(log_file))
+            record.update(status=limitation_status(e), reason=f"{library}: {e}"[:500], log=str(log_file))
             break
         names, _ = linear_names(Path(model_dir), p["targets"])
         record.update(status="ok", quantized_modules=len(names), **backend.sizes(tmp, names))
@@ -341,7 +349,9 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
             "corpus_manifest": str(corpus_manifest), "compute_dtype": backend.compute_dtype(p, device)}
     if qrec["status"] != "ok":
         write_text(out_jsonl, "")
-        write_json(out_timing, {**base, "status": "failed", "reason": "quantisation failed: " + qrec["reason"],
+        unsupported = qrec["status"] == "unsupported"  # the quantising host lacked what the scheme needs
+        write_json(out_timing, {**base, "status": "unsupported" if unsupported else "failed",
+                                "reason": ("" if unsupported else "quantisation failed: ") + qrec["reason"],
                                 "log": qrec["log"]})
         return
     if device == "cuda" and not torch.cuda.is_available():
@@ -373,22 +383,68 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
         # artifact or other settings is discarded instead of resumed.
         fp = fingerprint(cell=base, params=p, gen=gen, batch=transcription["batch_size"], artifact=qrec,
                          code=code_digest("transcribe"), manifest=Path(corpus_manifest).read_text())
-        timing_cfg = transcription.get("timing", {})
         timing = transcribe_corpus(model_obj, processor, utts, out_jsonl, batch_size=transcription["batch_size"],
-                                   generate_kwargs=gen, device=device, dtype=dtype, fp=fp,
-                                   warmup_batches=timing_cfg.get("warmup_batches", 1),
-                                   min_timed_s=timing_cfg.get("min_timed_s", 0.0),
-                                   min_timed_batches=timing_cfg.get("min_timed_batches", 1))
+                                   generate_kwargs=gen, device=device, dtype=dtype, fp=fp)
+        # Speed: the fixed timing workload, paired against fp32 in this process (evaluate/speed.py).
+        # Memory above was the cell's model alone; the reference is loaded only now.
+        timing.update(time_against_fp32(model_obj, gen, dtype, backend, p, model_dir, processor, utts, device,
+                                        transcription, threads))
     except LibraryLimitation as e:
         log.error("%s cannot run this: %s\n%s", params["library"], e, traceback.format_exc())
         write_text(out_jsonl, "")
-        write_json(out_timing, {**base, "status": "failed", "reason": f"{params['library']}: {e}"[:500],
-                                "log": str(log_file)})
+        write_json(out_timing, {**base, "status": limitation_status(e), "reason": f"{params['library']}: {e}"[:500],
+                                "log": str(log_file), "host": host_record(threads, device)})
         return
     write_json(out_timing, {**base, **timing, "status": "ok", "load_s": round(load_s, 3), "threads": threads,
                             "exclusive": bool(exclusive), "model_mem_mb": round(model_mem_mb, 1),
-                            "torch": torch.__version__, "machine": platform.machine(),
-                            "processor": platform.processor() or platform.machine()})
+                            "host": host_record(threads, device)})
+
+
+def time_against_fp32(model_obj, gen: dict, dtype, backend, params: dict, model_dir: str | Path, processor,
+                      utts: list, device: str, transcription: dict, threads: int) -> dict:
+    """The cell's speed by the paired protocol (:mod:`.evaluate.speed`): its model against the fp32
+    model of the same checkpoint and device, alternating on the corpus' fixed timing workload.
+
+    The fp32 cell is its own reference: its pairs decode the same model twice, which shows
+    the protocol's own noise on this host (a speedup interval around 1.00).
+    """
+    import gc
+
+    from .evaluate.speed import EnergyMeter, TimingSettings, paired_timing, timing_workload
+    from .evaluate.transcribe import decode_batch, generate_kwargs_for
+    from .quantize import get_backend
+
+    settings = TimingSettings.from_config(transcription.get("timing"))
+    batches = timing_workload(utts, settings.units, settings.batch_size)
+    same = backend.library == "fp32" and params.get("dtype", "float32") == "float32"
+    if same:
+        ref, ref_gen, ref_dtype = model_obj, gen, dtype
+    else:
+        ref = get_backend("fp32").load(Path(model_dir), {}, Path(model_dir), device)
+        ref_gen = generate_kwargs_for(ref, transcription["language"], transcription["max_new_tokens"])
+        ref_dtype = None
+
+    def run(model, g, dt):
+        return lambda batch: decode_batch(model, processor, batch, g, device, dt)[1:]
+
+    from tqdm import tqdm
+
+    bar = tqdm(desc="paired timing", unit="pair", file=sys.stderr)
+    try:
+        out = paired_timing(run(model_obj, gen, dtype), run(ref, ref_gen, ref_dtype), batches, settings,
+                            cores=1 if device == "cuda" else threads, same_model=same, energy=EnergyMeter(device),
+                            on_pair=lambda n: bar.update(1))
+    finally:
+        bar.close()
+    if device == "cuda":
+        out["gpu_s_per_audio_h"] = out.pop("core_s_per_audio_h")
+    out["timing_units"] = [u.id for b in batches for u in b]
+    log.info("paired timing: speedup vs fp32 %.3f [%.3f, %.3f] over %d pairs (%s); RTFx %.2f, fp32 %.2f",
+             out["speedup_vs_fp32"], out["speedup_low"], out["speedup_high"], out["pairs"], out["timing_stop"],
+             out["rtfx"], out["fp32_rtfx"])
+    del ref
+    gc.collect()
+    return out
 
 
 # --------------------------------------------------------------------------- score

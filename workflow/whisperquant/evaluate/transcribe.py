@@ -11,18 +11,13 @@ already there, so a killed job resumes where it stopped.  The final output is
 written atomically, sorted by id, only when every utterance is done, so a
 partial transcript can never be scored.
 
-Timing protocol (one pass serves accuracy and speed): the first
-``warmup_batches`` batches a process runs are untimed warm-up (their
-hypotheses are kept: greedy decoding gives the same tokens warm or cold);
-every later batch is timed.  If the timed batches add up to less than
-``min_timed_s`` or fewer than ``min_timed_batches``, batches are decoded
-again (same inputs, outputs discarded) until both hold.  A timed batch covers
-feature extraction + ``generate`` (model load excluded; CUDA synchronised);
-the cell's ``rtfx`` is the median over timed batches of audio seconds per
-wall second, with the lowest and highest as ``rtfx_low``/``rtfx_high``.  That
-the job's cores are not shared with another job is the workflow's business
-(``transcription.exclusive``); the record says which it was.  Peak RSS is the
-process' high-water mark.
+Speed is not measured here: the accuracy pass decodes each batch once, and its
+wall times (``wall_s``) are kept only as a record of what the pass cost.  A cell's
+speed comes from the paired timing that follows it in the same job
+(:mod:`whisperquant.evaluate.speed`), against fp32 on a fixed workload, because
+a cell's own batches timed minutes apart from its reference's cannot be compared
+on a drifting host.  Peak RSS is the process' high-water mark at the end of this
+pass, before any reference model is loaded.
 """
 
 from __future__ import annotations
@@ -31,7 +26,6 @@ import hashlib
 import json
 import os
 import resource
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -114,6 +108,27 @@ def peak_rss_mb() -> float:
     return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
 
 
+def decode_batch(model, processor, batch: list[Utterance], generate_kwargs: dict, device: str = "cpu",
+                 dtype=None) -> tuple[list, float, float]:
+    """Decode one batch greedily: (token sequences, wall seconds, process CPU seconds).
+
+    The timed span is what a deployment pays per batch: feature extraction and
+    ``generate`` (audio reading excluded; CUDA synchronised on both sides).
+    """
+    import torch
+
+    audio = [load_audio(u.audio_path, u.id) for u in batch]
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    c0, t0 = time.process_time(), time.perf_counter()
+    feats = processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+    feats = feats.to(device=device, dtype=dtype) if dtype is not None else feats.to(device)
+    with torch.no_grad():
+        tokens = model.generate(feats, **generate_kwargs)
+    sync()
+    return tokens, time.perf_counter() - t0, time.process_time() - c0
+
+
 def transcribe_corpus(
     model,
     processor,
@@ -127,11 +142,8 @@ def transcribe_corpus(
     fp: str = "",
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
-    warmup_batches: int = 1,
-    min_timed_s: float = 0.0,
-    min_timed_batches: int = 1,
 ) -> dict:
-    """Transcribe ``utts`` into ``output`` (JSONL); returns the timing record (see the module docstring)."""
+    """Transcribe ``utts`` into ``output`` (JSONL); returns what the pass did (see the module docstring)."""
     import torch
     from tqdm import tqdm
 
@@ -141,51 +153,30 @@ def transcribe_corpus(
     todo = [u for u in utts if u.id not in done]
     if not partial.exists():
         partial.write_text(json.dumps({"fingerprint": fp}) + "\n", encoding="utf-8")
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     batches = length_sorted_batches(todo, batch_size)
     bar = tqdm(total=len(utts), initial=len(utts) - len(todo), unit="utt", disable=not progress,
                desc=output.stem, file=sys.stderr)
 
     def decode(batch: list[Utterance]) -> tuple[list[str], float]:
-        audio = [load_audio(u.audio_path, u.id) for u in batch]
-        sync()
-        t0 = time.perf_counter()
-        feats = processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
-        feats = feats.to(device=device, dtype=dtype) if dtype is not None else feats.to(device)
-        tokens = model.generate(feats, **generate_kwargs)
-        sync()
-        wall = time.perf_counter() - t0
+        tokens, wall, _ = decode_batch(model, processor, batch, generate_kwargs, device, dtype)
         return processor.tokenizer.batch_decode(tokens, skip_special_tokens=True), wall
 
-    ran = 0  # batches decoded by this process: the first `warmup_batches` are warm-up
-    with open(partial, "a", encoding="utf-8") as sink, torch.no_grad():
+    with open(partial, "a", encoding="utf-8") as sink:
         for i, batch in enumerate(batches):
             texts, wall = decode(batch)
-            rec = {"kind": "batch", "wall_s": wall, "timed": ran >= warmup_batches,
-                   "audio_s": round(sum(u.duration for u in batch), 3), "utterances": [
-                {"id": u.id, "reference": u.reference, "hypothesis": t, "audio_s": round(u.duration, 3)}
-                for u, t in zip(batch, texts, strict=True)]}
+            rec = {"kind": "batch", "wall_s": wall, "audio_s": round(sum(u.duration for u in batch), 3),
+                   "utterances": [{"id": u.id, "reference": u.reference, "hypothesis": t,
+                                   "audio_s": round(u.duration, 3)} for u, t in zip(batch, texts, strict=True)]}
             sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
             sink.flush()
             os.fsync(sink.fileno())
             batches_done.append(rec)
             for u in rec["utterances"]:
                 done[u["id"]] = u
-            ran += 1
             bar.update(len(batch))
             if on_batch:
                 on_batch(i)
         bar.close()
-        # Enough timed work: decode batches again (outputs discarded) until both minimums hold.
-        timed = [(b["audio_s"], b["wall_s"]) for b in batches_done if b.get("timed")]
-        repeats = 0
-        cycle = length_sorted_batches(utts, batch_size)
-        while cycle and (len(timed) < min_timed_batches or sum(w for _, w in timed) < min_timed_s):
-            batch = cycle[(ran + repeats) % len(cycle)]
-            _, wall = decode(batch)
-            if ran + repeats >= warmup_batches:
-                timed.append((round(sum(u.duration for u in batch), 3), wall))
-            repeats += 1
     missing = [u.id for u in utts if u.id not in done]
     if missing:
         raise RuntimeError(f"transcription incomplete: {len(missing)} utterances missing, e.g. {missing[0]}")
@@ -194,26 +185,12 @@ def transcribe_corpus(
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
     os.replace(tmp, output)
     audio_s = float(sum(r["audio_s"] for r in rows))
-    speeds = sorted(a / w for a, w in timed if w > 0)
-    timed_wall = float(sum(w for _, w in timed))
-    timed_audio = float(sum(a for a, _ in timed))
     timing = {
         "utterances": len(rows),
         "batches": len(batches_done),
         "resumed_batches": len(batches_done) - len(batches),
         "audio_s": round(audio_s, 3),
         "wall_s": round(float(sum(b["wall_s"] for b in batches_done)), 4),
-        "timed_batches": len(timed),
-        "timing_repeats": repeats,
-        "timed_wall_s": round(timed_wall, 4),
-        "rtf": round(timed_wall / timed_audio, 5) if timed_audio else float("nan"),
-        "rtfx": round(statistics.median(speeds), 3) if speeds else float("nan"),
-        "rtfx_low": round(speeds[0], 3) if speeds else float("nan"),
-        "rtfx_high": round(speeds[-1], 3) if speeds else float("nan"),
-        # the protocol, not its outcome (timed_batches and timing_repeats say how it went)
-        "timing_pass": (f"accuracy pass, {warmup_batches} untimed warm-up batch(es) per process, then every "
-                        f"batch timed, batches repeated until at least {min_timed_batches} timed batches "
-                        f"and {min_timed_s:g} s"),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "batch_size": batch_size,
         "device": device,

@@ -41,6 +41,16 @@ class LibraryLimitation(RuntimeError):
     """
 
 
+class HostLimitation(LibraryLimitation):
+    """The host where the job ran lacks what the scheme needs: an ISA feature (VNNI for
+    torch.ao 8-bit static), a compute type a runtime's build offers only on other CPUs.
+
+    An ``unsupported`` row naming the host's feature, not a ``failed`` one: a run's
+    failed rows are only real failures.  The message should name the host
+    (:func:`whisperquant.evaluate.host.describe`) and what it lacks.
+    """
+
+
 def register(cls: type[Backend]) -> type[Backend]:
     """Class decorator: make ``cls`` the backend of ``cls.library``."""
     library = getattr(cls, "library", None)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..data.manifest import SPEAKERS, read_speakers
+from ..evaluate.host import host_id, isa_label
 from ..records import read_json, write_text
 
 COLUMNS = [
@@ -23,26 +24,32 @@ COLUMNS = [
     "log", "n_utts", "ref_words", "errors", "substitutions", "deletions", "insertions", "wer",
     "insertion_rate", "empty_hyps", "looping_hyps", "same_as_fp32", "same_as_fp32_pct",
     "artifact_bytes", "param_bytes", "float_param_bytes", "float_share_pct", "compression_pct",
-    "wall_s", "audio_s", "rtf", "rtfx", "rtfx_low", "rtfx_high", "speedup_vs_fp32", "speedup_vs_ct2_int8",
-    "timed_batches", "timing_pass", "model_mem_mb", "peak_rss_mb", "peak_gpu_mb", "batch_size", "threads",
+    "speedup_vs_fp32", "speedup_low", "speedup_high", "speedup_vs_ct2_int8", "speedup_vs_ct2_int8_low",
+    "speedup_vs_ct2_int8_high", "rtfx", "rtfx_low", "rtfx_high", "fp32_rtfx", "rtf", "pairs", "timing_stop",
+    "timing_protocol", "core_s_per_audio_h", "cpu_s_per_audio_h", "gpu_s_per_audio_h", "energy_j_per_audio_h",
+    "energy_reason", "wall_s", "audio_s", "model_mem_mb", "peak_rss_mb", "peak_gpu_mb", "batch_size", "threads",
+    "host", "host_isa", "host_cpu", "quantize_host",
 ]
 #: Summary columns that are this run's own measurements (time, memory): they differ between
-#: two runs of the same config, every other column is reproduced exactly.
-MEASURED_COLUMNS = frozenset({"wall_s", "rtf", "rtfx", "rtfx_low", "rtfx_high", "speedup_vs_fp32",
-                              "speedup_vs_ct2_int8", "timed_batches", "model_mem_mb", "peak_rss_mb",
-                              "peak_gpu_mb"})
-#: The speed references of the ``speedup_vs_*`` columns: (column, is this row the reference).
-SPEED_REFERENCES = (
-    ("speedup_vs_fp32", lambda quant: quant.get("library") == "fp32"),
-    ("speedup_vs_ct2_int8", lambda quant: quant.get("library") == "ctranslate2"
-     and (quant.get("params") or {}).get("compute_type") == "int8"),
-)
+#: two runs of the same config, every other column is reproduced exactly (on the same host).
+MEASURED_COLUMNS = frozenset({
+    "speedup_vs_fp32", "speedup_low", "speedup_high", "speedup_vs_ct2_int8", "speedup_vs_ct2_int8_low",
+    "speedup_vs_ct2_int8_high", "rtfx", "rtfx_low", "rtfx_high", "fp32_rtfx", "rtf", "pairs", "timing_stop",
+    "core_s_per_audio_h", "cpu_s_per_audio_h", "gpu_s_per_audio_h", "energy_j_per_audio_h", "wall_s",
+    "model_mem_mb", "peak_rss_mb", "peak_gpu_mb",
+})
 #: Score-record keys copied into an ok row.
 SCORE_KEYS = ("n_utts", "ref_words", "errors", "substitutions", "deletions", "insertions", "wer",
               "empty_hyps", "looping_hyps")
-#: Timing-record keys copied into an ok row.
-TIMING_KEYS = ("wall_s", "audio_s", "rtf", "rtfx", "rtfx_low", "rtfx_high", "timed_batches", "timing_pass",
-               "model_mem_mb", "peak_rss_mb", "peak_gpu_mb", "batch_size", "threads")
+#: Timing-record keys copied into an ok row (evaluate/speed.py writes the speed ones).
+TIMING_KEYS = ("speedup_vs_fp32", "speedup_low", "speedup_high", "rtfx", "rtfx_low", "rtfx_high", "fp32_rtfx",
+               "rtf", "pairs", "timing_stop", "timing_protocol", "core_s_per_audio_h", "cpu_s_per_audio_h",
+               "gpu_s_per_audio_h", "energy_j_per_audio_h", "energy_reason", "wall_s", "audio_s", "model_mem_mb",
+               "peak_rss_mb", "peak_gpu_mb", "batch_size", "threads")
+
+
+def _is_ct2_int8(quant: dict) -> bool:
+    return quant.get("library") == "ctranslate2" and (quant.get("params") or {}).get("compute_type") == "int8"
 
 
 def cell_row(cell: dict, quant: dict, timing: dict, score: dict) -> dict:
@@ -65,6 +72,10 @@ def cell_row(cell: dict, quant: dict, timing: dict, score: dict) -> dict:
     row["status"] = status
     for k in ("artifact_bytes", "param_bytes", "float_param_bytes"):
         row[k] = quant.get(k)
+    host = timing.get("host") or {}
+    row.update(host=host_id(host) or None, host_isa=isa_label(host) or None, host_cpu=host.get("cpu_model"))
+    qhost = quant.get("host")
+    row["quantize_host"] = host_id(qhost) if qhost and host_id(qhost) != row["host"] else None
     if status == "ok":
         for k in SCORE_KEYS:
             row[k] = score.get(k)
@@ -79,8 +90,9 @@ def build_summary(cells: list[dict], unsupported: list[dict]) -> pd.DataFrame:
     """``cells``: dicts with model/scheme/device/corpus and paths quant/timing/score;
     ``unsupported``: dicts with model/scheme/device/corpus/library/reason/bits/method."""
     quants = [read_json(c["quant"]) for c in cells]
-    rows = [cell_row(c, q, read_json(c["timing"]), read_json(c["score"])) for c, q in zip(cells, quants, strict=True)]
-    add_speedups(rows, quants)
+    timings = [read_json(c["timing"]) for c in cells]
+    rows = [cell_row(c, q, t, read_json(c["score"])) for c, q, t in zip(cells, quants, timings, strict=True)]
+    add_speedups(rows, quants, timings)
     add_agreement(rows, cells, quants)
     for u in unsupported:
         rows.append({**u, "status": "unsupported"})
@@ -94,17 +106,26 @@ def build_summary(cells: list[dict], unsupported: list[dict]) -> pd.DataFrame:
     return df.sort_values(["model", "corpus", "device", "scheme"], kind="stable").reset_index(drop=True)
 
 
-def add_speedups(rows: list[dict], quants: list[dict]) -> None:
-    """``speedup_vs_fp32`` / ``speedup_vs_ct2_int8``: a row's RTFx over the reference cell's RTFx of the
-    same model, device and corpus in this run (transformers fp32; CTranslate2 int8); NaN without one."""
-    for column, is_reference in SPEED_REFERENCES:
-        ref = {(r["model"], r["device"], r["corpus"]): r.get("rtfx") for r, q in zip(rows, quants, strict=True)
-               if is_reference(q) and r["status"] == "ok"}
-        for r in rows:
-            base = ref.get((r["model"], r["device"], r["corpus"]))
-            rtfx = r.get("rtfx")
-            ok = isinstance(base, (int, float)) and base > 0 and isinstance(rtfx, (int, float))
-            r[column] = rtfx / base if ok and r["status"] == "ok" else math.nan
+def add_speedups(rows: list[dict], quants: list[dict], timings: list[dict]) -> None:
+    """``speedup_vs_ct2_int8`` [low, high]: a row's paired speedup over fp32 divided by the CTranslate2 int8
+    cell's (same model, device, corpus and host), with a bootstrap interval over both cells' pair ratios.
+
+    Both speedups were measured against the same fp32 reference, each in its own job, so their quotient
+    is the speed of one over the other with the drift of either job cancelled; across hosts it is not
+    formed (NaN).  ``speedup_vs_fp32`` itself is the cell's own paired measurement (evaluate/speed.py).
+    """
+    from ..evaluate.stats import ratio_of_medians_interval
+
+    ref = {(r["model"], r["device"], r["corpus"], r.get("host")): t.get("pair_ratios")
+           for r, q, t in zip(rows, quants, timings, strict=True) if _is_ct2_int8(q) and r["status"] == "ok"}
+    for r, t in zip(rows, timings, strict=True):
+        base = ref.get((r["model"], r["device"], r["corpus"], r.get("host")))
+        own = t.get("pair_ratios")
+        if r["status"] == "ok" and base and own:
+            r["speedup_vs_ct2_int8"], r["speedup_vs_ct2_int8_low"], r["speedup_vs_ct2_int8_high"] = (
+                round(v, 4) for v in ratio_of_medians_interval(own, base))
+        else:
+            r["speedup_vs_ct2_int8"] = r["speedup_vs_ct2_int8_low"] = r["speedup_vs_ct2_int8_high"] = math.nan
 
 
 #: What a random-weight model's row never shows: its transcripts mean nothing.

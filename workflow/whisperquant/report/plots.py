@@ -150,6 +150,10 @@ def _ok_rows(df: pd.DataFrame | None) -> pd.DataFrame:
     out["rtfx_v"] = rtfx.where(np.isfinite(rtfx), 1.0 / rtf.where(rtf > 0))
     out["rtfx_lo"] = _num(out, "rtfx_low")
     out["rtfx_hi"] = _num(out, "rtfx_high")
+    out["speedup_v"] = _num(out, "speedup_vs_fp32")
+    out["speedup_lo"] = _num(out, "speedup_low")
+    out["speedup_hi"] = _num(out, "speedup_high")
+    out["host_s"] = out["host"].astype(str) if "host" in out.columns else ""
     return out[np.isfinite(out["wer_pct"].to_numpy(dtype=float))]
 
 
@@ -636,18 +640,20 @@ def plot_speed_vs_wer(df: pd.DataFrame, stem: str | Path) -> list[Path]:
 
 
 def speed_vs_wer_figure(df: pd.DataFrame) -> Figure:
-    """WER (%) against speed (RTFx), one column per device and one row per corpus.
+    """WER (%) against the speedup over fp32, one column per device and one row per corpus.
 
-    RTFx = seconds of audio per second of wall time (median over timed
-    batches; 1 / RTF for records without it), so higher is faster and the
-    upper left corner is fast and accurate.  Horizontal error bars are the WER
-    intervals, vertical ones the slowest and fastest timed batch.
+    The speedup is each cell's paired measurement against fp32 in its own job (median of the
+    per-pair ratios, evaluate/speed.py), with its 95 % interval as the vertical bar: unlike an
+    absolute RTFx, it does not move with the host's drift between cells.  Horizontal bars are
+    the WER intervals; the dotted line is fp32's speed; the upper left is fast and accurate.
+    When the rows come from several hosts, each panel says so and each label names its host.
     """
     title = "Speed vs word error rate"
     data = _ok_rows(df)
-    data = data[np.isfinite(data["rtfx_v"]) & (data["rtfx_v"] > 0)]
+    data = data[np.isfinite(data["speedup_v"]) & (data["speedup_v"] > 0)]
     if data.empty:
         return _no_data(title)
+    hosts = sorted(set(data["host_s"]))
     style = _Style(data)
     devices = sorted(set(data["device"]))
     corpora = sorted(set(data["corpus"]))
@@ -658,7 +664,7 @@ def speed_vs_wer_figure(df: pd.DataFrame) -> Figure:
         n_points=int(data.groupby(["corpus", "device"]).size().max()),
     )
     logx = _wants_log(data["wer_pct"], 15)
-    logy = _wants_log(pd.concat([data["rtfx_v"], data["rtfx_lo"], data["rtfx_hi"]]), 8)
+    logy = _wants_log(pd.concat([data["speedup_v"], data["speedup_lo"], data["speedup_hi"]]), 8)
     labels = {}
     for i, corpus in enumerate(corpora):
         for j, dev in enumerate(devices):
@@ -667,18 +673,20 @@ def speed_vs_wer_figure(df: pd.DataFrame) -> Figure:
             if sub.empty:
                 _panel_no_data(ax, f"{corpus} — {dev}")
                 continue
-            _draw_points(ax, sub, style, "wer_pct", "rtfx_v", xerr=True, yrange=("rtfx_lo", "rtfx_hi"))
+            ax.axhline(1.0, color="0.5", lw=0.8, ls=":", zorder=1)
+            _draw_points(ax, sub, style, "wer_pct", "speedup_v", xerr=True, yrange=("speedup_lo", "speedup_hi"))
             if logx:
                 _set_log(ax, "x", pd.concat([sub["wer_pct"], sub["lo_pct"], sub["hi_pct"]]))
             if logy:
-                _set_log(ax, "y", pd.concat([sub["rtfx_v"], sub["rtfx_lo"], sub["rtfx_hi"]]))
+                _set_log(ax, "y", pd.concat([sub["speedup_v"], sub["speedup_lo"], sub["speedup_hi"]]))
             _style_axes(
                 ax,
-                f"{corpus} — {dev}",
+                f"{corpus} — {dev}" + (f" ({len(set(sub['host_s']))} hosts)" if len(hosts) > 1 else ""),
                 _axis_label("WER", "%", logx),
-                _axis_label("RTFx", "audio s per wall s, higher is faster", logy),
+                _axis_label("speedup over fp32", "paired, 95 % CI; higher is faster", logy),
             )
-            labels[(i, j)] = [(r.wer_pct, r.rtfx_v, r.scheme, r.library == "fp32") for r in sub.itertuples()]
+            labels[(i, j)] = [(r.wer_pct, r.speedup_v, r.scheme + (f" @{r.host_s}" if len(hosts) > 1 else ""),
+                               r.library == "fp32") for r in sub.itertuples()]
     fig.legend(
         handles=style.legend_handles(),
         loc="outside right upper",
@@ -686,7 +694,8 @@ def speed_vs_wer_figure(df: pd.DataFrame) -> Figure:
         title="library / model",
         title_fontsize=8,
     )
-    fig.suptitle(f"{title} (upper left = fast and accurate)", fontsize=12)
+    where = f"host {hosts[0]}" if len(hosts) == 1 and hosts[0] not in ("", "nan") else f"{len(hosts)} hosts"
+    fig.suptitle(f"{title} (upper left = fast and accurate; {where})", fontsize=12)
     _freeze_layout(fig)
     for (i, j), pts in labels.items():
         _label_points(fig, axes[i, j], pts)

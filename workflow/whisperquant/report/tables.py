@@ -372,11 +372,12 @@ MD_COLUMNS = (
     ("= fp32 %", "---:"),
     ("empty", "---:"),
     ("loop", "---:"),
-    ("RTFx [low, high]", "---:"),
-    ("× fp32", "---:"),
+    ("× fp32 [95 % CI]", "---:"),
+    ("RTFx [95 % CI]", "---:"),
+    ("core-s / audio h", "---:"),
 )
 #: Appended when a table holds a CTranslate2 int8 cell (the deployment reference).
-MD_CT2_COLUMN = ("× CT2 int8", "---:")
+MD_CT2_COLUMN = ("× CT2 int8 [95 % CI]", "---:")
 
 
 def _legend(pareto_max_wer: float | None) -> str:
@@ -391,9 +392,13 @@ def _legend(pareto_max_wer: float | None) -> str:
         "whose normalised hypothesis is exactly fp32's. "
         "**empty**: utterances with an empty hypothesis (the reference is not); **loop**: utterances "
         "whose hypothesis repeats a 1–5-word n-gram ≥ 4 times in a row where the reference does not. "
-        "**RTFx**: seconds of audio per second of wall time, median over timed batches [slowest, "
-        "fastest] (higher is faster); **× fp32** / **× CT2 int8**: RTFx divided by the RTFx of the fp32 "
-        "(transformers) / CTranslate2 int8 cell of the same model, device and corpus in this run. "
+        "**× fp32**: speedup over fp32 (transformers) of the same model and device, measured in the cell's own "
+        "job by paired, interleaved timing on a fixed workload of the corpus (median of per-pair ratios, "
+        "distribution-free 95 % interval; the fp32 row is fp32 against itself: the protocol's noise); "
+        "**× CT2 int8**: that speedup over CTranslate2 int8's, both against the same fp32 on the same host. "
+        "**RTFx**: seconds of audio per second of wall time on the timing workload, this host at that "
+        "minute (compare within one host and run only); **core-s / audio h**: core-seconds the job's cores "
+        "spent per hour of audio. "
         f"`†`: on the size/WER Pareto front{cap}."
     )
 
@@ -421,12 +426,16 @@ def summary_markdown(
     if df.empty:
         return "\n".join([*lines, "_No cells in the summary._", ""])
     lines += [_legend(pareto_max_wer), ""]
+    lines += host_lines(df)
     df = sort_summary(df)
     multi_device = "device" in df.columns and df["device"].astype(str).nunique() > 1
+    multi_host = len(hosts_of(df)) > 1
     status = df["status"].astype(str) if "status" in df.columns else pd.Series("ok", index=df.index)
     columns = list(MD_COLUMNS)
     if multi_device:
         columns.insert(3, ("device", "---"))
+    if multi_host:
+        columns.insert(3 + multi_device, ("host", "---"))
     with_ct2 = pd.to_numeric(df.get("speedup_vs_ct2_int8"), errors="coerce").notna().any() \
         if "speedup_vs_ct2_int8" in df.columns else False
     if with_ct2:
@@ -443,7 +452,7 @@ def summary_markdown(
         if ok.empty:
             lines.append("| " + " | ".join(["–"] * len(header)) + " |")
         for _, r in ok.iterrows():
-            lines.append("| " + " | ".join(_row_cells(r, multi_device, decimals, with_ct2)) + " |")
+            lines.append("| " + " | ".join(_row_cells(r, multi_device, decimals, with_ct2, multi_host)) + " |")
         lines.append("")
         if not bad.empty:
             lines.append("Not measured:")
@@ -474,7 +483,34 @@ def _speed(v: float) -> str:
     return f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.2f}" if a >= 1 else f"{v:.3f}"
 
 
-def _row_cells(r: pd.Series, multi_device: bool, decimals: int, with_ct2: bool = False) -> list[str]:
+def hosts_of(df: pd.DataFrame) -> dict[str, str]:
+    """Host id -> "CPU model, ISA" of the measured rows of a summary (empty without host columns)."""
+    if "host" not in df.columns:
+        return {}
+    out = {}
+    for h, cpu, isa in zip(df["host"], df.get("host_cpu", df["host"]), df.get("host_isa", df["host"]), strict=True):
+        if isinstance(h, str) and h:
+            out.setdefault(h, f"{cpu}, {isa}")
+    return out
+
+
+def host_lines(df: pd.DataFrame) -> list[str]:
+    """The report's host paragraph: the one host every figure comes from, or a warning that there are several."""
+    hosts = hosts_of(df)
+    if not hosts:
+        return []
+    if len(hosts) == 1:
+        (h, what), = hosts.items()
+        return [f"**Host**: every cell was transcribed and timed on `{h}` ({what}).", ""]
+    listing = "; ".join(f"`{h}` ({what})" for h, what in sorted(hosts.items()))
+    return [f"> **Warning: this table mixes {len(hosts)} hosts**: {listing}. WER can differ between hosts "
+            "(int8 kernels differ by ISA), so a host column is shown. Each speedup was measured within its own "
+            "cell's job on one host and compares across rows; absolute RTFx and core-seconds compare only between "
+            "rows of the same host, and × CT2 int8 is formed only within a host.", ""]
+
+
+def _row_cells(r: pd.Series, multi_device: bool, decimals: int, with_ct2: bool = False,
+               multi_host: bool = False) -> list[str]:
     d = decimals
     bits = effective_bits(r)
     scheme = f"`{_escape(str(r['scheme']))}`"
@@ -483,6 +519,8 @@ def _row_cells(r: pd.Series, multi_device: bool, decimals: int, with_ct2: bool =
     cells = [scheme, _escape(str(r["library"])), "–" if math.isnan(bits) else f"{bits:g}"]
     if multi_device:
         cells.append(_escape(str(r["device"])))
+    if multi_host:
+        cells.append(_text(r.get("host")))
     cells.append(_text(r.get("compute_dtype")))
     cells.append(_fmt(_num(r.get("artifact_bytes")) / 1e6, ".1f"))
     cells.append(_fmt(r.get("compression_pct"), ".1f"))
@@ -510,12 +548,24 @@ def _row_cells(r: pd.Series, multi_device: bool, decimals: int, with_ct2: bool =
     cells.append(_fmt(r.get("same_as_fp32_pct"), ".1f"))
     cells.append(_fmt(r.get("empty_hyps"), ".0f"))
     cells.append(_fmt(r.get("looping_hyps"), ".0f"))
+    cells.append(_with_interval(r, "speedup_vs_fp32", "speedup_low", "speedup_high", ".2f"))
     rtfx, lo_x, hi_x = (_num(r.get(k)) for k in ("rtfx", "rtfx_low", "rtfx_high"))
     text = _speed(rtfx)
     if not (math.isnan(rtfx) or math.isnan(lo_x) or math.isnan(hi_x)):
         text += f" [{_speed(lo_x)}, {_speed(hi_x)}]"
     cells.append(text)
-    cells.append(_fmt(r.get("speedup_vs_fp32"), ".2f"))
+    cost = _num(r.get("core_s_per_audio_h"))
+    cells.append(_fmt(cost if not math.isnan(cost) else _num(r.get("gpu_s_per_audio_h")), ".0f"))
     if with_ct2:
-        cells.append(_fmt(r.get("speedup_vs_ct2_int8"), ".2f"))
+        cells.append(_with_interval(r, "speedup_vs_ct2_int8", "speedup_vs_ct2_int8_low", "speedup_vs_ct2_int8_high",
+                                    ".2f"))
     return cells
+
+
+def _with_interval(r: pd.Series, key: str, low: str, high: str, spec: str) -> str:
+    """``1.42 [1.39, 1.45]``; the value alone where the interval is missing; – without a value."""
+    v, lo, hi = (_num(r.get(k)) for k in (key, low, high))
+    text = _fmt(v, spec)
+    if not (math.isnan(v) or math.isnan(lo) or math.isnan(hi)):
+        text += f" [{lo:{spec}}, {hi:{spec}}]"
+    return text

@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from ..base import DEFAULT_TARGETS
-from ..registry import LibraryLimitation, SchemeError
+from ..registry import HostLimitation, SchemeError
 from ._engine import Engine, EngineModel, runtime_threads
 
 #: compute type -> (devices CTranslate2 runs it on, stored weight bits, matmul dtype label)
@@ -92,7 +92,10 @@ class CTranslate2(Engine):
         ct = params["compute_type"]
         supported = ctranslate2.get_supported_compute_types(device)
         if ct not in supported:
-            raise LibraryLimitation(f"this CTranslate2 build offers {sorted(supported)} on {device}, not {ct}")
+            from ...evaluate.host import describe, host_record
+
+            raise HostLimitation(f"this host ({describe(host_record())}) gets no {ct} kernels from this CTranslate2 "
+                                 f"build: it offers {sorted(supported)} on {device}")
         whisper = ctranslate2.models.Whisper(str(artifact_dir), device=device, compute_type=ct,
                                              intra_threads=runtime_threads(), inter_threads=1)
 

@@ -57,6 +57,7 @@ from pathlib import Path
 from ..base import set_module, target_linears
 from ..calibration import run_calibration
 from ..linear_swap import LinearSwapBackend
+from ..registry import HostLimitation
 
 
 @cache
@@ -147,6 +148,13 @@ def _x86_without_vnni() -> bool:
     return not ({"avx512_vnni", "avx_vnni"} & set(flags))
 
 
+def _no_vnni_reason() -> str:
+    from ...evaluate.host import describe, host_record
+
+    return (f"this host ({describe(host_record())}) lacks VNNI (avx512_vnni / avx_vnni), which static int8 with "
+            "reduce_range: false needs (fbgemm's non-VNNI kernels can saturate); set reduce_range: true")
+
+
 def _engine() -> None:
     import torch
 
@@ -187,8 +195,7 @@ class PyTorch(LinearSwapBackend):
         if reason:
             return reason
         if params["mode"] == "static" and not params["reduce_range"] and _x86_without_vnni():
-            return ("static int8 with reduce_range: false needs an x86 CPU with VNNI "
-                    "(fbgemm's non-VNNI kernels can saturate); set reduce_range: true")
+            return _no_vnni_reason()
         return None
 
     def _qconfig(self, params: dict):
@@ -218,10 +225,16 @@ class PyTorch(LinearSwapBackend):
                 set_module(model, n, w)
         return names
 
+    def _check_host(self, params: dict) -> None:
+        """The planning host decided the config; a job on another node (a cluster) checks its own CPU."""
+        if params["mode"] == "static" and not params["reduce_range"] and _x86_without_vnni():
+            raise HostLimitation(_no_vnni_reason())
+
     def quantize_model(self, model, params, calibration=None):
         import torch
         from torch.ao.quantization import convert, prepare, quantize_dynamic
 
+        self._check_host(params)
         _engine()
         if params["mode"] == "dynamic":
             names = target_linears(model, params["targets"])
@@ -275,6 +288,7 @@ class PyTorch(LinearSwapBackend):
         return t
 
     def load(self, base_model_dir, params, artifact_dir, device):
+        self._check_host(params)
         _engine()
         return super().load(base_model_dir, params, artifact_dir, device)
 
