@@ -149,6 +149,17 @@ def test_digests_parse_the_sources_without_importing_them(package):
     assert "config.py" not in config.stage_files("transcribe", "hqq")
 
 
+def test_a_new_stage_is_one_entry(package, monkeypatch):
+    monkeypatch.setitem(config.STAGE_ENTRIES, "timing", ("jobs:timing_job",))
+    with pytest.raises(LookupError, match="defines no 'timing_job'"):
+        config.code_digest("timing")
+    jobs = package / "jobs.py"
+    jobs.write_text(jobs.read_text() + "\n\ndef timing_job():\n    from .evaluate.stats import pareto_frontier\n")
+    config.code_digest.cache_clear()
+    assert "evaluate/stats.py" in config.stage_files("timing")
+    assert "jobs.py:timing_job" in config.stage_files("timing")
+
+
 # --- end to end: what `snakemake -n` plans after one edit, in a copy of a finished run ---
 
 D0 = r"^model\.decoder\.layers\.0\."

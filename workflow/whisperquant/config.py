@@ -498,19 +498,25 @@ def _parse(module: str, path: Path) -> _Module:
         tree = ast.parse(text)
         lines = text.splitlines(keepends=True)
         is_package = path.name == "__init__.py"
-
-        def imports_in(node):
-            return tuple(r for n in _walk(node) if isinstance(n, ast.Import | ast.ImportFrom)
-                         for r in _resolve(module, is_package, n))
-
-        def strings_in(node):
-            return frozenset(n.value for n in _walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str))
-
-        header, header_text, defs = [], [], {}
+        imports, strings, header, header_text, defs = [], set(), [], [], {}
         for stmt in tree.body:
+            if _is_type_checking(stmt):
+                continue
+            refs, own_imports, own_strings = set(), [], set()
+            for n in _walk(stmt):  # one pass: the names, imports and strings of this statement
+                if isinstance(n, ast.Name):
+                    refs.add(n.id)
+                elif isinstance(n, ast.Import | ast.ImportFrom):
+                    own_imports.extend(_resolve(module, is_package, n))
+                elif isinstance(n, ast.Constant) and isinstance(n.value, str):
+                    own_strings.add(n.value)
+            imports.extend(own_imports)
+            strings |= own_strings
+            first = min([stmt.lineno, *(d.lineno for d in getattr(stmt, "decorator_list", []))])
+            segment = "".join(lines[first - 1 : stmt.end_lineno])
             if isinstance(stmt, ast.Import | ast.ImportFrom):
-                header.extend(_resolve(module, is_package, stmt))
-                header_text.append(ast.get_source_segment(text, stmt) or "")
+                header.extend(own_imports)
+                header_text.append(segment)
                 continue
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 names = [stmt.name]
@@ -519,12 +525,9 @@ def _parse(module: str, path: Path) -> _Module:
                 names = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
             else:
                 continue
-            first = min([stmt.lineno, *(d.lineno for d in getattr(stmt, "decorator_list", []))])
-            refs = frozenset(n.id for n in _walk(stmt) if isinstance(n, ast.Name))
-            entry = ("".join(lines[first - 1 : stmt.end_lineno]), refs, imports_in(stmt), strings_in(stmt))
             for name in names:
-                defs[name] = entry
-        _PARSED[key] = _Module(imports_in(tree), tuple(header), "\n".join(header_text), defs, strings_in(tree))
+                defs[name] = (segment, frozenset(refs), tuple(own_imports), frozenset(own_strings))
+        _PARSED[key] = _Module(tuple(imports), tuple(header), "".join(header_text), defs, frozenset(strings))
     return _PARSED[key]
 
 
