@@ -1,8 +1,10 @@
-"""A stage's code digest covers the cell's own library (or corpus source) module, not the others'.
+"""A stage's code digest covers the code the stage imports: its own library (or corpus source) module,
+not the others', and calibration code only where the job calibrates.
 
 Snakemake reruns a job when its ``code`` parameter changes; editing one backend
-must rerun that library's cells only, and adding a corpus source must not
-rebuild every other corpus.  Proven on a copy of the package.
+must rerun that library's cells only, adding a corpus source must not rebuild
+every other corpus, and editing a module reruns exactly the stages that import it.
+Proven on a copy of the package.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ import shutil
 
 import pytest
 from whisperquant import config
+from workflow_utils import copy_repo, copy_run, finished_run, planned_jobs, small_config
+
+LIBRARIES = sorted(p.stem for p in (config.PACKAGE / "quantize" / "backends").glob("[!_]*.py"))
+SOURCES = sorted(p.stem for p in (config.PACKAGE / "data" / "sources").glob("[!_]*.py"))
 
 
 @pytest.fixture
@@ -39,9 +45,17 @@ def test_editing_one_backend_changes_only_its_librarys_digest(package):
 
 
 def test_shared_quantize_code_changes_every_librarys_digest(package):
-    before = {lib: config.code_digest("transcribe", lib) for lib in ("hqq", "bnb")}
-    _edit(package / "quantize" / "linear_swap.py")
+    before = {lib: config.code_digest("transcribe", lib) for lib in LIBRARIES}
+    _edit(package / "quantize" / "base.py")
     assert all(config.code_digest("transcribe", lib) != d for lib, d in before.items())
+
+
+def test_a_helper_module_counts_for_the_libraries_that_import_it(package):
+    before = {lib: config.code_digest("transcribe", lib) for lib in ("hqq", "pytorch", "bnb")}
+    _edit(package / "quantize" / "linear_swap.py")  # hqq and pytorch import it, bnb does not
+    assert config.code_digest("transcribe", "hqq") != before["hqq"]
+    assert config.code_digest("transcribe", "pytorch") != before["pytorch"]
+    assert config.code_digest("transcribe", "bnb") == before["bnb"]
 
 
 def test_a_corpus_source_counts_the_sibling_modules_it_imports(package):
@@ -51,3 +65,164 @@ def test_a_corpus_source_counts_the_sibling_modules_it_imports(package):
     assert config.code_digest("corpus", "kaldi") != before["kaldi"]
     assert config.code_digest("corpus", "embedded") == before["embedded"]
 
+
+
+# --- every digest a grid plans, before and after one edit ---
+
+
+def _digests() -> dict[tuple, str]:
+    """Each stage's digest, for every library (calibrated or not) and corpus source."""
+    keys = [("model",), ("score",), ("report",), *(("corpus", s) for s in SOURCES),
+            *(("quantize", lib, cal) for lib in LIBRARIES for cal in (False, True)),
+            *(("transcribe", lib) for lib in LIBRARIES), *(("sensitivity", lib, True) for lib in LIBRARIES)]
+    return {k: config.code_digest(*k) for k in keys}
+
+
+def _changed(package, path: str, text: str = "\n# edited\n") -> set[tuple]:
+    before = _digests()
+    file = package / path
+    file.write_text(file.read_text() + text)
+    config.code_digest.cache_clear()
+    after = _digests()
+    return {k for k in before if after[k] != before[k]}
+
+
+def _all(stage: str, *rest) -> set[tuple]:
+    return {(stage, lib, *rest) for lib in LIBRARIES}
+
+
+def test_the_decoding_rule_reruns_transcription_and_calibration_only(package):
+    assert _changed(package, "models/decoding.py") == (
+        _all("transcribe") | _all("sensitivity", True) | _all("quantize", True)
+    )
+
+
+def test_the_plotting_module_redraws_the_report_and_the_sensitivity_figures(package):
+    assert _changed(package, "report/plots.py") == {("report",)} | _all("sensitivity", True)
+
+
+def test_the_ctranslate2_reader_counts_for_the_model_import_and_the_ctranslate2_backend(package):
+    assert _changed(package, "models/ct2.py") == {
+        ("model",), ("quantize", "ctranslate2", False), ("quantize", "ctranslate2", True),
+        ("transcribe", "ctranslate2"), ("sensitivity", "ctranslate2", True),
+    }
+
+
+def test_one_backend_module_counts_for_its_library_only(package):
+    assert _changed(package, "quantize/backends/hqq.py") == {
+        ("quantize", "hqq", False), ("quantize", "hqq", True), ("transcribe", "hqq"), ("sensitivity", "hqq", True),
+    }
+
+
+@pytest.mark.parametrize("source", ["noisy", "embedded", "librispeech"])
+def test_a_corpus_source_counts_for_its_corpora_only(package, source):
+    assert _changed(package, f"data/sources/{source}.py") == {("corpus", source)}
+
+
+def test_a_data_file_counts_for_the_module_that_reads_it(package):
+    assert _changed(package, "data/embedded_corpus.yaml", "# edited\n") == {("corpus", "embedded")}
+    assert _changed(package, "report/study_reference.csv", "") == set()  # unchanged bytes
+    assert _changed(package, "report/study_reference.csv", "\n") == {("report",)}
+
+
+def test_the_scorer_reruns_scoring_and_the_report_only(package):
+    assert _changed(package, "evaluate/scoring.py") == {("score",), ("report",)}
+
+
+def test_jobs_counts_per_function(package):
+    jobs = package / "jobs.py"
+    text = jobs.read_text()
+    before = _digests()
+    jobs.write_text(text.replace("def score_job(", "def score_job(  # edited\n", 1))
+    config.code_digest.cache_clear()
+    assert {k for k, d in _digests().items() if d != before[k]} == {("score",)}
+    jobs.write_text(text.replace("def load_calibration(", "def load_calibration(  # edited\n", 1))
+    config.code_digest.cache_clear()
+    assert {k for k, d in _digests().items() if d != before[k]} == _all("quantize", True) | _all("sensitivity", True)
+
+
+def test_digests_parse_the_sources_without_importing_them(package):
+    (package / "quantize" / "backends" / "hqq.py").write_text("raise RuntimeError('imported')\n")
+    config.code_digest.cache_clear()
+    assert config.code_digest("transcribe", "hqq")
+    assert any(f.startswith("jobs.py:") and "transcribe_job" in f for f in config.stage_files("transcribe", "hqq"))
+    assert "config.py" not in config.stage_files("transcribe", "hqq")
+
+
+def test_a_new_stage_is_one_entry(package, monkeypatch):
+    monkeypatch.setitem(config.STAGE_ENTRIES, "timing", ("jobs:timing_job",))
+    with pytest.raises(LookupError, match="defines no 'timing_job'"):
+        config.code_digest("timing")
+    jobs = package / "jobs.py"
+    jobs.write_text(jobs.read_text() + "\n\ndef timing_job():\n    from .evaluate.stats import pareto_frontier\n")
+    config.code_digest.cache_clear()
+    assert "evaluate/stats.py" in config.stage_files("timing")
+    assert "jobs.py:timing_job" in config.stage_files("timing")
+
+
+# --- end to end: what `snakemake -n` plans after one edit, in a copy of a finished run ---
+
+D0 = r"^model\.decoder\.layers\.0\."
+E2E_SCHEMES = {
+    "fp32": {"library": "fp32"},
+    "torch-dynamic-int8": {"library": "pytorch", "mode": "dynamic"},  # uncalibrated
+    "torch-static-int8-fo-rr": {"library": "pytorch", "mode": "static", "granularity": "per_channel",
+                                "observer": "histogram", "output": "float", "reduce_range": True},  # calibrated
+    "hqq-4bit-d0": {"library": "hqq", "bits": 4, "group_size": 64, "targets": D0},
+    "ct2-int8": {"library": "ctranslate2", "compute_type": "int8"},
+}
+CELLS = len(E2E_SCHEMES)  # one model, one corpus, one device
+REPORT = {"aggregate": 1, "all": 1}
+#: The file edited -> the jobs a dry run plans (both corpora, clean and calibration, are embedded).
+E2E_EXPECTED = {
+    "models/decoding.py": {"quantize": 1, "sensitivity": 1, "transcribe": CELLS, "score": CELLS, **REPORT},
+    # the model importer reads the CTranslate2 wheel with it: everything downstream of the model
+    "models/ct2.py": {"import_model": 1, "quantize": CELLS, "sensitivity": 1, "transcribe": CELLS,
+                      "score": CELLS, **REPORT},
+    "quantize/backends/hqq.py": {"quantize": 1, "sensitivity": 1, "transcribe": 1, "score": 1, **REPORT},
+    # both corpora: the calibrated scheme and the sensitivity analysis read the calibration corpus
+    "data/sources/embedded.py": {"build_corpus": 2, "quantize": 1, "sensitivity": 1, "transcribe": CELLS,
+                                 "score": CELLS, **REPORT},
+    "data/sources/kaldi.py": {},  # no corpus of the run is a Kaldi one
+    "evaluate/scoring.py": {"score": CELLS, **REPORT},
+    "report/plots.py": {"sensitivity": 1, **REPORT},
+}
+
+
+def e2e_config(default_config, download_cache) -> dict:
+    cfg = small_config(default_config, download_cache, schemes=E2E_SCHEMES)
+    cfg["sensitivity"] = [{"model": "tiny.en", "scheme": "hqq-4bit-d0"}]
+    cfg["calibration"]["sensitivity_utterances"] = 2
+    return cfg
+
+
+def plan_edits(work, repo) -> dict[str, dict[str, int]]:
+    """For each file of :data:`E2E_EXPECTED`: a comment appended in ``repo``'s package, the dry run's job
+    counts in ``work``, the file restored."""
+    table = {}
+    for path in E2E_EXPECTED:
+        file = repo / "workflow" / "whisperquant" / path
+        text = file.read_text()
+        file.write_text(text + "\n# edited\n")
+        try:
+            table[path] = planned_jobs(work, repo=repo)
+        finally:
+            file.write_text(text)
+    return table
+
+
+def format_table(table: dict[str, dict[str, int]]) -> str:
+    return "\n".join(f"{path:28} {' '.join(f'{r}={n}' for r, n in sorted(jobs.items())) or '(nothing)'}"
+                     for path, jobs in table.items())
+
+
+@pytest.mark.slow
+def test_each_edit_reruns_exactly_the_jobs_that_run_the_edited_code(tmp_path_factory, default_config,
+                                                                     download_cache):
+    repo = copy_repo(tmp_path_factory.mktemp("code-digest") / "repo")
+    src = finished_run(tmp_path_factory, e2e_config(default_config, download_cache), repo=repo, timeout=1800)
+    work = copy_run(src, tmp_path_factory.mktemp("code-digest-run") / "run")
+    assert planned_jobs(work, repo=repo) == {}
+    table = plan_edits(work, repo)
+    print("\nfile edited -> jobs planned\n" + format_table(table))
+    assert table == E2E_EXPECTED, format_table(table)

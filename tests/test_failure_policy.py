@@ -69,7 +69,7 @@ def test_a_library_limitation_while_quantising_is_a_failed_row(broken, tiny_whis
 def _transcribe(model_dir, artifact, tmp_path):
     transcribe_job("m", model_dir, "s", PARAMS, artifact, "cpu", tmp_path / "manifest.tsv",
                    tmp_path / "out.jsonl", tmp_path / "out.timing.json",
-                   {"language": "en", "max_new_tokens": 8, "batch_size": 1}, 1, tmp_path / "t.log")
+                   {"language": "en", "max_new_tokens": 8, "batch_size": 1}, 1, tmp_path / "t.log", code="test")
 
 
 def test_a_bug_while_transcribing_fails_the_job(broken, tiny_whisper_dir, tmp_path):

@@ -185,7 +185,7 @@ def _complete_batches(partial: Path) -> int:
 
 @pytest.mark.slow
 def test_killed_transcription_resumes_without_redoing_batches(tmp_path_factory, default_config, download_cache):
-    from whisperquant.config import check_config, validate_schema
+    from whisperquant.config import check_config, code_digest, validate_schema
     from whisperquant.jobs import transcribe_job
 
     base = small_config(default_config, download_cache)
@@ -238,6 +238,7 @@ def test_killed_transcription_resumes_without_redoing_batches(tmp_path_factory, 
     ref = tmp_path_factory.mktemp("resume-reference")
     transcribe_job("tiny.en", work / "resources/models/tiny.en", "fp32", scheme,
                    work / "results/quantized/tiny.en/fp32", "cpu", work / "resources/corpora/clean/manifest.tsv",
-                   ref / "clean.jsonl", ref / "clean.timing.json", ref_cfg["transcription"], 2, ref / "clean.log")
+                   ref / "clean.jsonl", ref / "clean.timing.json", ref_cfg["transcription"], 2, ref / "clean.log",
+                   code=code_digest("transcribe", "fp32"))
     assert json.loads((ref / "clean.timing.json").read_text())["resumed_batches"] == 0
     assert out.read_bytes() == (ref / "clean.jsonl").read_bytes()

@@ -99,7 +99,7 @@ def test_workload_is_fixed_quantiles_whatever_the_order():
     assert [[u.duration for u in batch] for batch in a] == [[8.0], [17.0]]  # 25th and 75th percentile units
     assert [len(x) for x in timing_workload(utts, units=5, batch_size=2)] == [2, 2, 1]
     assert sum(len(x) for x in timing_workload(utts[:3], units=8, batch_size=4)) == 3  # never more than there are
-    with pytest.raises(ValueError, match="transcription.timing"):
+    with pytest.raises(ValueError, match=r"transcription\.timing"):
         timing_workload(utts, units=0, batch_size=1)
 
 

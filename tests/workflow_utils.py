@@ -61,9 +61,10 @@ def write_config(workdir: Path, cfg: dict) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
-    """``snakemake -s <repo>/Snakefile -d <workdir> ...`` in a subprocess."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True,
+              repo: Path = REPO) -> subprocess.CompletedProcess:
+    """``snakemake -s <repo>/Snakefile -d <workdir> ...`` in a subprocess (``repo``: this checkout, or a copy)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(workdir),
            "--configfile", str(workdir / "config" / "config.yaml"), *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir)
@@ -72,13 +73,13 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True)
     return proc
 
 
-def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+def planned_jobs(workdir: Path, *args: str, repo: Path = REPO) -> dict[str, int]:
     """Job counts per rule of a dry run (an empty dict when nothing is to be done).
 
     ``args`` (targets, options) go before ``--quiet rules``: that option takes a list
     of values and would swallow a target placed after it.
     """
-    proc = snakemake(workdir, "-n", *args, "--quiet", "rules")
+    proc = snakemake(workdir, "-n", *args, "--quiet", "rules", repo=repo)
     counts: dict[str, int] = {}
     lines = (proc.stdout + proc.stderr).splitlines()
     started = False
@@ -99,16 +100,17 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
 _FINISHED: dict[str, Path] = {}
 
 
-def finished_run(tmp_path_factory, cfg: dict) -> Path:
-    """A finished run of ``cfg``, made once per test session and shared by every module asking for it.
+def finished_run(tmp_path_factory, cfg: dict, repo: Path = REPO, timeout: int = 900) -> Path:
+    """A finished run of ``cfg`` (by the workflow of ``repo``), made once per test session and shared by
+    every module asking for it.
 
     Treat it as read-only: :func:`copy_run` it before changing its config or outputs.
     """
-    key = yaml.safe_dump(cfg, sort_keys=True)
+    key = yaml.safe_dump(cfg, sort_keys=True) + str(repo)
     if key not in _FINISHED:
         work = tmp_path_factory.mktemp("finished-run")
         write_config(work, cfg)
-        snakemake(work, "--cores", "2")
+        snakemake(work, "--cores", "2", timeout=timeout, repo=repo)
         _FINISHED[key] = work
     return _FINISHED[key]
 
@@ -150,3 +152,10 @@ def planned_job_details(workdir: Path, *args: str) -> list[PlannedJob]:
             rule, fields = None, {}
     flush()
     return jobs
+
+
+def copy_repo(dst: Path, src: Path = REPO) -> Path:
+    """A copy of the checkout's workflow (its code can be edited there), without runs, caches or the venv."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".snakemake", "results", "resources", "__pycache__", ".pytest_cache", ".ruff_cache"))
+    return dst

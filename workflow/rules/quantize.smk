@@ -17,7 +17,7 @@ rule quantize:
         mem_mb=lambda wc: model_mem_mb(wc.model, 2.0),
         runtime=60,
     params:
-        code=lambda wc: code_digest("quantize", SCHEMES[wc.scheme]["library"]),
+        code=lambda wc: code_digest("quantize", SCHEMES[wc.scheme]["library"], calibrated=needs_calibration(wc.scheme)),
         scheme=scheme_params,
         calibration=calibration_params,
     script:

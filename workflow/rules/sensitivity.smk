@@ -28,7 +28,7 @@ rule sensitivity:
         mem_mb=lambda wc: model_mem_mb(wc.model, 2.0),
         runtime=120,
     params:
-        code=lambda wc: code_digest("sensitivity", SCHEMES[wc.scheme]["library"]),
+        code=lambda wc: code_digest("sensitivity", SCHEMES[wc.scheme]["library"], calibrated=True),
         scheme=scheme_params,
         calibration={
             "utterances": CALIBRATION["sensitivity_utterances"],

@@ -22,4 +22,5 @@ transcribe_job(
     snakemake.log[0],
     # every core this process may use was claimed for it: no other job shares them
     exclusive=snakemake.threads >= CORES,
+    code=snakemake.params.code,
 )

@@ -324,14 +324,17 @@ def _fault_in(model) -> None:
 
 def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict, artifact_dir: str | Path,
                    device: str, corpus_manifest: str | Path, out_jsonl: str | Path, out_timing: str | Path,
-                   transcription: dict, threads: int, log_file: str | Path, exclusive: bool = False) -> None:
+                   transcription: dict, threads: int, log_file: str | Path, exclusive: bool = False, *,
+                   code: str) -> None:
     """Load the saved artifact once and transcribe the corpus (resumable), timing it by the protocol.
 
     ``model_mem_mb`` is the growth of the process' resident memory from just before
     the artifact is loaded to just after (garbage collected, freed heap pages handed
     back: :func:`_settled_rss_mb`): what the loaded model holds, with no fp32 copy on
     the way for the backends that load onto a meta skeleton.  ``exclusive`` says whether
-    the job held every core of its machine.
+    the job held every core of its machine; ``code`` is the stage's code digest for the cell's library
+    (the rule's ``code`` parameter, :func:`whisperquant.config.code_digest`): a partial transcript made
+    by other code is not resumed.
     """
     import torch
     from transformers import WhisperProcessor
@@ -377,12 +380,10 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
         processor = WhisperProcessor.from_pretrained(str(model_dir))
         utts = load_corpus(corpus_manifest)
         gen = generate_kwargs_for(model_obj, transcription["language"], transcription["max_new_tokens"])
-        from .config import code_digest
-
         # Everything the finished batches depend on: a partial made by other code, another
         # artifact or other settings is discarded instead of resumed.
         fp = fingerprint(cell=base, params=p, gen=gen, batch=transcription["batch_size"], artifact=qrec,
-                         code=code_digest("transcribe"), manifest=Path(corpus_manifest).read_text())
+                         code=code, manifest=Path(corpus_manifest).read_text())
         timing = transcribe_corpus(model_obj, processor, utts, out_jsonl, batch_size=transcription["batch_size"],
                                    generate_kwargs=gen, device=device, dtype=dtype, fp=fp)
         # Speed: the fixed timing workload, paired against fp32 in this process (evaluate/speed.py).
