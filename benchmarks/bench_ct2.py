@@ -2,13 +2,15 @@
 
 Each engine runs alone in its own fresh process (so peak RSS is its own) over
 the default config's clean corpus (the packed scoring units), with the
-config's batch size, threads, ``max_new_tokens`` and timing protocol: the
-first batch an untimed warm-up, every later batch timed, batches repeated
-until ``min_timed_batches`` and ``min_timed_s`` hold; RTFx (audio seconds per
-wall second, higher is faster) is the median over timed batches, with min and
-max.  The table also gives RTFx divided by CTranslate2 int8's from the same
-run, peak RSS and WER.  CTranslate2 loads the very CTranslate2 files the
-embedded models are converted from.  Run it on an otherwise idle machine.
+config's batch size, threads and ``max_new_tokens``: one accuracy pass for the
+WER, then the pipeline's own paired timing (``whisperquant.jobs.time_against_fp32``:
+the config's fixed timing workload decoded alternately by the engine and by
+transformers fp32 in the same process, median of the per-pair ratios with a
+95 % interval; evaluate/speed.py).  So the speedups printed here are the same
+measurement a transcription job makes, and agree with the pipeline's
+``speedup_vs_fp32`` whatever the host does between the two.  Absolute RTFx is
+printed beside them, this host's at that minute.  CTranslate2 loads the very
+CTranslate2 files the embedded models are converted from.
 
     python benchmarks/bench_ct2.py [--model base] [--schemes fp32,torch-dynamic-int8,...]
 """
@@ -27,7 +29,7 @@ warnings.filterwarnings("ignore")
 from pathlib import Path
 from transformers import WhisperProcessor
 from whisperquant.quantize import get_backend
-from whisperquant.evaluate.transcribe import load_corpus, transcribe_corpus, generate_kwargs_for, peak_rss_mb
+from whisperquant.evaluate.transcribe import load_corpus, transcribe_corpus, generate_kwargs_for
 from whisperquant.evaluate.scoring import corpus_errors
 torch.set_num_threads({threads})
 mdir = Path({mdir!r})
@@ -36,13 +38,15 @@ mdir = Path({mdir!r})
 _TRANSCRIBE = r"""
 proc = WhisperProcessor.from_pretrained(str(mdir)); utts = load_corpus({manifest!r})
 out = Path(tempfile.mkdtemp()) / "t.jsonl"
-timing = json.loads({timing!r})
-t = transcribe_corpus(model, proc, utts, out, batch_size={bs}, progress=False,
-                      generate_kwargs=generate_kwargs_for(model, "en", {max_new}), **timing)
+transcription = json.loads({transcription!r})
+gen = generate_kwargs_for(model, "en", {max_new})
+t = transcribe_corpus(model, proc, utts, out, batch_size={bs}, progress=False, generate_kwargs=gen)
 rows = [json.loads(l) for l in out.read_text().splitlines()]
 e = corpus_errors((r["reference"], r["hypothesis"]) for r in rows)
-print(json.dumps({{"rtfx": t["rtfx"], "rtfx_low": t["rtfx_low"], "rtfx_high": t["rtfx_high"],
-                  "timed_batches": t["timed_batches"], "peak_rss_mb": peak_rss_mb(), "wer": e.wer}}))
+from whisperquant.jobs import time_against_fp32
+s = time_against_fp32(model, gen, None, backend, params, mdir, proc, utts, "cpu", transcription, {threads})
+print(json.dumps({{k: s[k] for k in ("speedup_vs_fp32", "speedup_low", "speedup_high", "pairs", "rtfx",
+                                     "fp32_rtfx")}} | {{"peak_rss_mb": t["peak_rss_mb"], "wer": e.wer}}))
 """
 
 # A scheme of the config: quantised, saved and loaded as its quantize and transcribe jobs do.
@@ -92,10 +96,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=t["threads"])
     ap.add_argument("--limit", type=int, default=None, help="first N utterances, unpacked (default: the corpus)")
     args = ap.parse_args()
-    timing = json.dumps(t["timing"])
+    transcription = json.dumps({**t, "max_new_tokens": t["max_new_tokens"]})
     mdir, manifest = str(_common.model_dir(args.model)), str(_common.corpus(args.limit))
-    fmt = {"threads": args.threads, "mdir": mdir, "manifest": manifest, "bs": args.batch_size, "timing": timing,
-           "max_new": t["max_new_tokens"]}
+    fmt = {"threads": args.threads, "mdir": mdir, "manifest": manifest, "bs": args.batch_size,
+           "transcription": transcription, "max_new": t["max_new_tokens"]}
     rows = []
     for ctype in ("int8", "float32"):
         r = _common.run_child(CT2_CHILD.format(model=args.model, ctype=ctype, **fmt))
@@ -103,15 +107,18 @@ def main() -> None:
     for name in args.schemes.split(","):
         r = _common.run_child(HF_CHILD.format(spec=json.dumps(cfg["schemes"][name]), **fmt))
         rows.append({"engine": f"transformers {name}", **r})
-    ref_rtfx = rows[0].get("rtfx", float("nan"))
+    ref = rows[0].get("speedup_vs_fp32", float("nan"))
     for r in rows:
-        if "rtfx" in r:
-            r["rtfx_vs_ct2_int8"] = r["rtfx"] / ref_rtfx
+        if "speedup_vs_fp32" in r:
+            r["x_fp32"] = f"{r['speedup_vs_fp32']:.3f} [{r['speedup_low']:.3f}, {r['speedup_high']:.3f}]"
+            r["x_ct2_int8"] = r["speedup_vs_fp32"] / ref  # both against fp32: the quotient cancels the drift too
             r["wer_pct"] = 100 * r["wer"]
+    from whisperquant.evaluate.host import describe, host_record
+
     print(f"model {args.model}, corpus {manifest}, batch {args.batch_size}, threads {args.threads}, "
-          f"timing {timing}")
-    print(_common.table(rows, ["engine", "rtfx", "rtfx_low", "rtfx_high", "timed_batches", "rtfx_vs_ct2_int8",
-                               "peak_rss_mb", "wer_pct", "error"]))
+          f"timing {json.dumps(t['timing'])}; host {describe(host_record())}")
+    print(_common.table(rows, ["engine", "x_fp32", "pairs", "x_ct2_int8", "rtfx", "fp32_rtfx", "peak_rss_mb",
+                               "wer_pct", "error"]))
 
 
 if __name__ == "__main__":
