@@ -86,3 +86,36 @@ def test_a_library_limitation_while_transcribing_is_a_failed_row(broken, tiny_wh
     _transcribe(tiny_whisper_dir, tmp_path / "artifact", tmp_path)
     rec = json.loads((tmp_path / "out.timing.json").read_text())
     assert (rec["status"], rec["reason"]) == ("failed", "broken: no CPU kernel for 2-bit")
+
+
+def test_what_the_host_lacks_is_an_unsupported_row_naming_it(broken, tiny_whisper_dir, tmp_path):
+    """A HostLimitation (an ISA feature, a runtime build's compute type) is an ``unsupported`` row, at quantise
+    time and at load time, with the host in the record: a run's ``failed`` rows are only real failures."""
+    from whisperquant.quantize import HostLimitation
+
+    broken(HostLimitation("this host (AMD EPYC, avx2, 2 cores) lacks VNNI"), "load")
+    _quantize(tiny_whisper_dir, tmp_path / "artifact", tmp_path / "q.log")
+    _transcribe(tiny_whisper_dir, tmp_path / "artifact", tmp_path)
+    rec = json.loads((tmp_path / "out.timing.json").read_text())
+    assert (rec["status"], rec["reason"]) == ("unsupported", "broken: this host (AMD EPYC, avx2, 2 cores) lacks VNNI")
+    assert rec["host"]["id"] and "cpu_model" in rec["host"]
+    unregister("broken")
+    broken(HostLimitation("no int16 kernels on this CPU"), "quantize")
+    _quantize(tiny_whisper_dir, tmp_path / "artifact2", tmp_path / "q.log")
+    assert json.loads((tmp_path / "artifact2" / "cell.json").read_text())["status"] == "unsupported"
+    _transcribe(tiny_whisper_dir, tmp_path / "artifact2", tmp_path)  # the cell stays unsupported, not failed
+    rec = json.loads((tmp_path / "out.timing.json").read_text())
+    assert (rec["status"], rec["reason"]) == ("unsupported", "broken: no int16 kernels on this CPU")
+
+
+def test_the_ctranslate2_compute_type_a_host_lacks_names_the_host(tmp_path):
+    """CTranslate2's own list of what this CPU gets decides; a type outside it is a HostLimitation naming the host."""
+    import ctranslate2
+    from whisperquant.quantize import HostLimitation, get_backend
+
+    supported = ctranslate2.get_supported_compute_types("cpu")
+    if "int16" in supported:
+        pytest.skip(f"this host's CTranslate2 offers int16 on CPU ({sorted(supported)}): nothing to refuse")
+    backend = get_backend("ctranslate2")
+    with pytest.raises(HostLimitation, match=r"this host \(.*\) gets no int16 kernels"):
+        backend.load(tmp_path, backend.resolve("s", {"compute_type": "int16"}), tmp_path, "cpu")

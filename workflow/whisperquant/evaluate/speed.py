@@ -40,7 +40,7 @@ from .stats import median_interval
 
 #: Keys of a timing record that are this run's measurements (they differ between two runs of one config).
 MEASURED_KEYS = frozenset({
-    "pairs", "pair_ratios", "timing_stop", "timing_s", "speedup_vs_fp32", "speedup_low", "speedup_high", "rtfx",
+    "pairs", "pair_ratios", "self_ratio", "timing_stop", "timing_s", "speedup_vs_fp32", "speedup_low", "speedup_high", "rtfx",
     "rtfx_low", "rtfx_high", "fp32_rtfx", "fp32_rtfx_low", "fp32_rtfx_high", "rtf", "timed_wall_s", "timed_audio_s",
     "core_s_per_audio_h", "cpu_s_per_audio_h", "gpu_s_per_audio_h", "energy_j_per_audio_h",
 })
@@ -152,7 +152,8 @@ def paired_timing(decode_cell: Decode, decode_ref: Decode, batches: Sequence[Seq
     """Time ``decode_cell`` against ``decode_ref`` on ``batches`` by the paired protocol (module docstring).
 
     ``same_model``: the cell is the reference itself (the fp32 cell): its pairs decode the
-    same model twice, so the speedup's interval shows the protocol's own noise on this host.
+    same model twice; its speedup is 1 by definition and its interval shows the protocol's
+    own noise on this host (the median of those self-ratios is kept as ``self_ratio``).
     ``cores``: cores the job holds, for core-seconds.  Returns the record's timing keys.
     """
     if not batches:
@@ -231,6 +232,10 @@ def paired_timing(decode_cell: Decode, decode_ref: Decode, batches: Sequence[Seq
         "cpu_s_per_audio_h": round(cell_cpu * hour, 1),
         "cores": int(cores),
     }
+    if same_model:
+        # fp32 against itself: its speedup is 1 by definition; the interval (and the median, kept as
+        # `self_ratio`) is the protocol's own noise on this host, which every other row's interval includes
+        out.update(speedup_vs_fp32=1.0, self_ratio=round(speedup, 4))
     if metered:
         out.update(energy_j_per_audio_h=round(joules * hour, 1), energy_source=energy.source)
     else:
