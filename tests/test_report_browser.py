@@ -122,7 +122,7 @@ def _result_rows(browser) -> dict[str, object]:
 
 
 def test_opens_on_the_workflow_description(report_html, browser, tmp_path):
-    """The front page is workflow/report/workflow.rst rendered for this run, beside the rule graph."""
+    """The front page: workflow/report/workflow.rst rendered for this run, beside the rule graph, from its start."""
     from selenium.webdriver.common.by import By
 
     _open(browser, report_html)
@@ -138,6 +138,10 @@ def test_opens_on_the_workflow_description(report_html, browser, tmp_path):
     assert "Decoding: batches of 2, at most 64 new tokens, language en" in text
     # the rule graph beside it is drawn (a vega canvas or svg with the rules' names)
     assert browser.find_elements(By.CSS_SELECTOR, "canvas, svg.marks")
+    # and the reader sees it from its first line: the pane starts at the top instead of centring the
+    # too-tall page with its start out of reach (workflow/report/report.css, set by profiles/default)
+    assert browser.execute_script("return arguments[0].getBoundingClientRect().top", desc) >= 0
+    assert desc.text.startswith("This report was made by whisperquant")
 
 
 def test_summary_table_has_one_row_per_cell(report_html, browser, finished_run, tmp_path):
