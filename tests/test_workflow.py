@@ -47,6 +47,18 @@ def test_transcripts_keep_raw_hypotheses(finished_run):
     assert timing["status"] == "ok" and timing["wall_s"] > 0 and timing["utterances"] == 2
 
 
+def test_transcription_logs_carry_no_transformers_noise(finished_run):
+    """Every batch used to log three transformers warnings that do not apply (whisperquant.models.decoding)."""
+    logs = sorted((finished_run / "results" / "logs" / "transcribe").rglob("*.log"))
+    assert len(logs) == 2
+    for log in logs:
+        text = log.read_text()
+        assert "clean: 100%" in text  # the progress bar: the log is the job's
+        for noise in ("Passing `generation_config` together with", "The attention mask is not set",
+                      "seem to have been set. `max_new_tokens` will take precedence"):
+            assert noise not in text, f"{log}:\n{text}"
+
+
 def test_report_files(finished_run):
     report = finished_run / "results" / "report"
     assert "torch-dynamic-int8" in (report / "summary.md").read_text()
