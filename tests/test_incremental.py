@@ -84,7 +84,8 @@ def test_report_setting_reruns_only_the_aggregation(work, cfg):
 
 
 def test_settings_no_output_depends_on_plan_nothing(work, cfg, tmp_path):
-    """Spelled-out defaults, cache location, cluster resources, another device's settings, unused calibration."""
+    """Spelled-out defaults, cache location, cluster resources, another device's settings, unused calibration,
+    temporary artifacts."""
     link = tmp_path / "same-cache"
     link.symlink_to(cfg["downloads"], target_is_directory=True)
     cfg["downloads"] = str(link)  # the same artifacts, found elsewhere
@@ -92,6 +93,7 @@ def test_settings_no_output_depends_on_plan_nothing(work, cfg, tmp_path):
     cfg["resources_per_rule"] = {"runtime_minutes": 30}
     cfg["transcription"]["cuda_compile"] = True  # the grid runs on CPU only
     cfg["calibration"]["utterances"] = 3  # no scheme of the grid calibrates
+    cfg["artifacts"] = "temp"  # whether artifacts are deleted once used: the records and the report stay
     cfg["schemes"][DYN] = _resolved(cfg)[DYN]  # every parameter spelled out, the backend's defaults included
     cfg["schemes"]["static-int8"] = {"library": "pytorch", "mode": "static"}  # defined, not in the grid
     cfg["grid"]["schemes"] = ["fp32", DYN]
