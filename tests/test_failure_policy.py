@@ -60,7 +60,7 @@ def test_a_bug_or_oom_while_quantising_fails_the_job(broken, tiny_whisper_dir, t
 def test_a_library_limitation_while_quantising_is_a_failed_row(broken, tiny_whisper_dir, tmp_path):
     broken(LibraryLimitation("no int3 kernel on this CPU"), "quantize")
     _quantize(tiny_whisper_dir, tmp_path / "artifact", tmp_path / "q.log")
-    rec = json.loads((tmp_path / "artifact" / "cell.json").read_text())
+    rec = json.loads((tmp_path / "artifact.json").read_text())  # the record, beside the artifact
     assert rec["status"] == "failed"
     assert rec["reason"] == "broken: no int3 kernel on this CPU"
     assert rec["log"] == str(tmp_path / "q.log")

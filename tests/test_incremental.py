@@ -3,7 +3,7 @@
 One finished run of the small config (tiny.en, two clips, fp32 + PyTorch dynamic
 int8; shared with the determinism tests) is copied once; each test writes a
 changed config into the copy and counts the jobs of a dry run.  The rule
-``all`` (the default target) is planned whenever ``aggregate`` is.
+``publish_report`` and ``all`` (the default target) are planned whenever ``aggregate`` is.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from workflow_utils import copy_run, finished_run, planned_job_details, planned_
 pytestmark = pytest.mark.slow
 
 DYN = "torch-dynamic-int8"
-CELL_JOBS = {"quantize": 1, "transcribe": 1, "score": 1, "aggregate": 1, "all": 1}
+CELL_JOBS = {"quantize": 1, "transcribe": 1, "score": 1, "aggregate": 1, "publish_report": 1, "all": 1}
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +80,12 @@ def test_added_scheme_adds_only_its_jobs(work, cfg):
 def test_report_setting_reruns_only_the_aggregation(work, cfg):
     cfg["report"]["bootstrap_resamples"] = 300
     write_config(work, cfg)
-    assert planned_jobs(work) == {"aggregate": 1, "all": 1}
+    assert planned_jobs(work) == {"aggregate": 1, "publish_report": 1, "all": 1}
 
 
 def test_settings_no_output_depends_on_plan_nothing(work, cfg, tmp_path):
-    """Spelled-out defaults, cache location, cluster resources, another device's settings, unused calibration."""
+    """Spelled-out defaults, cache location, cluster resources, another device's settings, unused calibration,
+    temporary artifacts."""
     link = tmp_path / "same-cache"
     link.symlink_to(cfg["downloads"], target_is_directory=True)
     cfg["downloads"] = str(link)  # the same artifacts, found elsewhere
@@ -92,6 +93,7 @@ def test_settings_no_output_depends_on_plan_nothing(work, cfg, tmp_path):
     cfg["resources_per_rule"] = {"runtime_minutes": 30}
     cfg["transcription"]["cuda_compile"] = True  # the grid runs on CPU only
     cfg["calibration"]["utterances"] = 3  # no scheme of the grid calibrates
+    cfg["artifacts"] = "temp"  # whether artifacts are deleted once used: the records and the report stay
     cfg["schemes"][DYN] = _resolved(cfg)[DYN]  # every parameter spelled out, the backend's defaults included
     cfg["schemes"]["static-int8"] = {"library": "pytorch", "mode": "static"}  # defined, not in the grid
     cfg["grid"]["schemes"] = ["fp32", DYN]

@@ -71,11 +71,11 @@ def test_sensitivity_runs_through_the_workflow(tmp_path, default_config, downloa
     assert (out / "hqq-4bit-d0.png").stat().st_size > 10_000
     assert facts["bits"] == 4
     ranked = list(table.sort_values("kl", ascending=False).module)
-    keep = json.loads((tmp_path / "results/quantized/tiny.en/hqq-keep3-d0/cell.json").read_text())
+    keep = json.loads((tmp_path / "results/quantized/tiny.en/hqq-keep3-d0.json").read_text())
     assert keep["status"] == "ok" and keep["mixed"]["widths"] == {"8": 3, "2": 7}
     assert sorted(m for m, w in keep["mixed"]["plan"].items() if w == 8) == sorted(ranked[:3])
     assert sorted(keep["resolved_params"]["layer_bits"]) == sorted(ranked[:3])
-    budget = json.loads((tmp_path / "results/quantized/tiny.en/hqq-budget-d0/cell.json").read_text())
+    budget = json.loads((tmp_path / "results/quantized/tiny.en/hqq-budget-d0.json").read_text())
     assert budget["status"] == "ok" and len(budget["mixed"]["widths"]) >= 2, budget["mixed"]
     assert budget["artifact_bytes"] <= 143.3e6 and 2 < budget["bits"] < 8
     for scheme in ("hqq-keep3-d0", "hqq-budget-d0"):  # scored cells, in the summary like any other

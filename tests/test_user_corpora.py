@@ -269,7 +269,7 @@ def test_own_model_and_speech_run_through_the_workflow(recordings, tmp_path_fact
                    {"models": ["tuned"], "schemes": ["fp32"], "devices": ["cpu", "cuda"], "corpora": ["clean"]}]
     write_config(work, cfg)
     assert planned_jobs(work) == {"build_corpus": 5, "import_model": 1, "quantize": 1, "transcribe": 7, "score": 7,
-                                  "aggregate": 1, "all": 1}
+                                  "aggregate": 1, "publish_report": 1, "all": 1}
     snakemake(work, "--cores", "2")
     summary = pd.read_csv(work / "results" / "report" / "summary.csv")
     cuda = summary[summary.device == "cuda"]
@@ -295,7 +295,8 @@ def test_own_model_and_speech_run_through_the_workflow(recordings, tmp_path_fact
 
     # an edited listing (one transcript corrected) rebuilds that corpus and reruns its one cell
     listing.write_text(listing.read_text().replace(texts[TWO_CLIPS[1]], texts[TWO_CLIPS[1]] + " amen"))
-    assert planned_jobs(work) == {"build_corpus": 1, "transcribe": 1, "score": 1, "aggregate": 1, "all": 1}
+    assert planned_jobs(work) == {"build_corpus": 1, "transcribe": 1, "score": 1, "aggregate": 1,
+                                  "publish_report": 1, "all": 1}
     # a replaced checkpoint file (new bytes: Snakemake ignores a bare touch) re-imports the local model
     cfg_json = tuned / "config.json"
     cfg_json.write_text(json.dumps(json.loads(cfg_json.read_text()), indent=1))

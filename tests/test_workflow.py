@@ -111,7 +111,7 @@ def test_noisy_corpus_and_calibrated_scheme(tmp_path, default_config, download_c
     df = pd.read_csv(tmp_path / "results" / "report" / "summary.csv")
     assert set(df.scheme) == {"fp32", "torch-static-int8"} and set(df.corpus) == {"noisy"}
     assert (df.status == "ok").all(), df[["scheme", "status", "reason"]]
-    cell = json.loads((tmp_path / "results/quantized/tiny.en/torch-static-int8/cell.json").read_text())
+    cell = json.loads((tmp_path / "results/quantized/tiny.en/torch-static-int8.json").read_text())
     from whisperquant.data.sources.embedded import utterance_ids
 
     assert len(cell["calibration_utterances"]) == 1

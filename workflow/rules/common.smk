@@ -61,7 +61,7 @@ def calibration_input(wildcards):
 
 
 def calibration_params(wildcards):
-    # What a calibrated cell's passes follow (recorded in its cell.json); None for the rest, so
+    # What a calibrated cell's passes follow (recorded in its quantize record); None for the rest, so
     # changing the calibration settings re-runs only the calibrated cells.
     if not needs_calibration(wildcards.scheme):
         return None
@@ -73,11 +73,18 @@ def calibration_params(wildcards):
 
 
 def mixed_sensitivity_input(wildcards):
-    # A mixed-precision scheme is planned from the sensitivity table of its `mixed.sensitivity` scheme.
+    # A mixed-precision scheme is planned from the sensitivity table of its `mixed.sensitivity` scheme
+    # (and, for a budget, the facts beside it: the width the layers were measured at).
     mixed = SCHEMES[wildcards.scheme].get("mixed")
     if mixed:
-        return [f"{RESULTS}/report/sensitivity/{wildcards.model}/{mixed['sensitivity']}.csv"]
+        table = f"{RESULTS}/report/sensitivity/{wildcards.model}/{mixed['sensitivity']}"
+        return [f"{table}.csv"] + ([f"{table}.json"] if "budget_mb" in mixed else [])
     return []
+
+
+def artifact_output(path):
+    """A quantised artifact directory: kept, or with `artifacts: temp` deleted once no job needs it."""
+    return temp(directory(path)) if config["artifacts"] == "temp" else directory(path)
 
 
 def model_source_input(wildcards):
@@ -127,7 +134,7 @@ def cell_records():
             "scheme": c.scheme,
             "device": c.device,
             "corpus": c.corpus,
-            "quant": f"{RESULTS}/quantized/{c.model}/{c.scheme}/cell.json",
+            "quant": f"{RESULTS}/quantized/{c.model}/{c.scheme}.json",
             "timing": f"{RESULTS}/transcripts/{c.model}/{c.scheme}/{c.device}/{c.corpus}.timing.json",
             "score": f"{RESULTS}/scores/{c.model}/{c.scheme}/{c.device}/{c.corpus}.json",
             "utts": f"{RESULTS}/scores/{c.model}/{c.scheme}/{c.device}/{c.corpus}.utts.tsv",

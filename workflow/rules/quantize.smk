@@ -7,7 +7,10 @@ rule quantize:
         calibration=calibration_input,
         sensitivity=mixed_sensitivity_input,
     output:
-        directory(f"{RESULTS}/quantized/{{model}}/{{scheme}}"),
+        # the artifact (temp() with `artifacts: temp`: deleted once its cells are transcribed) and its
+        # record beside it, which the report reads: deleting an artifact never loses the report
+        artifact=artifact_output(f"{RESULTS}/quantized/{{model}}/{{scheme}}"),
+        record=f"{RESULTS}/quantized/{{model}}/{{scheme}}.json",
     log:
         f"{LOGS}/quantize/{{model}}/{{scheme}}.log",
     conda:

@@ -5,6 +5,7 @@ rule transcribe:
     input:
         model=f"{RESOURCES}/models/{{model}}",
         artifact=f"{RESULTS}/quantized/{{model}}/{{scheme}}",
+        record=f"{RESULTS}/quantized/{{model}}/{{scheme}}.json",  # read beside the artifact, and checked
         corpus=f"{RESOURCES}/corpora/{{corpus}}/manifest.tsv",
     output:
         transcript=f"{RESULTS}/transcripts/{{model}}/{{scheme}}/{{device}}/{{corpus}}.jsonl",

@@ -8,7 +8,7 @@ quantize_job(
     snakemake.input.model,
     snakemake.wildcards.scheme,
     snakemake.params.scheme,
-    snakemake.output[0],
+    snakemake.output.artifact,  # its record: snakemake.output.record, beside it (quantize.artifact.record_path)
     snakemake.input.calibration[0] if snakemake.input.calibration else None,
     snakemake.params.calibration,
     snakemake.log[0],

@@ -109,7 +109,7 @@ _BUDGET_ATTEMPTS = 4
 
 def mixed_planner(model_dir: str | Path, backend, params: dict, sensitivity_csv: str | Path):
     """The planner of a scheme's ``mixed:`` block (:mod:`.quantize.mixed`): ``plan(overshoot)`` gives
-    (facts for cell.json, the library's parameters for the plan).
+    (facts for the quantize record, the library's parameters for the plan).
 
     The table, the architecture and the fixed bytes are read once; a budget scheme is planned
     again with ``overshoot`` (bytes the byte model missed on the previous plan) off its budget.
@@ -179,10 +179,13 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
                  log_file: str | Path, sensitivity_csv: str | Path | None = None) -> None:
     """Quantise, save and size one (model, scheme); a LibraryLimitation becomes a failed record.
 
-    A scheme with a ``mixed:`` block is quantised with the per-layer formats planned from
-    ``sensitivity_csv``; the plan and the parameters it became are in ``cell.json``.
+    The artifact is ``out_dir``; its record (sizes, the sha256 of every artifact file) is
+    ``<out_dir>.json`` beside it (:func:`whisperquant.quantize.artifact.record_path`).  A scheme
+    with a ``mixed:`` block is quantised with the per-layer formats planned from
+    ``sensitivity_csv``; the plan and the parameters it became are in the record.
     """
     from .quantize import LibraryLimitation, get_backend
+    from .quantize.artifact import DIGESTS_KEY, file_digests, record_path
     from .quantize.base import linear_names
 
     out_dir = Path(out_dir)
@@ -231,10 +234,11 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     else:
         raise ValueError(f"schemes.{scheme}.mixed.budget_mb: {budget} MB not met after {_BUDGET_ATTEMPTS} plans "
                          f"(last artifact {record['artifact_bytes'] / 1e6:.3f} MB)")
-    write_json(tmp / "cell.json", record)
+    record[DIGESTS_KEY] = file_digests(tmp)  # the finished artifact, as every later job must find it
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
+    write_json(record_path(out_dir), record)  # beside the artifact: rule quantize's declared `record` output
     log.info("%s/%s: %s", model, scheme, {k: record.get(k) for k in ("status", "artifact_bytes", "param_bytes")})
 
 
@@ -267,6 +271,17 @@ def sensitivity_job(model: str, model_dir: str | Path, scheme: str, params: dict
 
 
 # --------------------------------------------------------------------------- transcribe
+
+
+def verified_record(artifact_dir: str | Path) -> dict:
+    """The quantize record beside ``artifact_dir``; for an ok one, the artifact's files checked against it
+    (:func:`whisperquant.quantize.artifact.verify_artifact`: a changed, missing or extra file is an error)."""
+    from .quantize.artifact import record_path, verify_artifact
+
+    qrec = read_json(record_path(artifact_dir))
+    if qrec.get("status") == "ok":
+        verify_artifact(artifact_dir, qrec)
+    return qrec
 
 
 def _rss_mb() -> float:
@@ -343,7 +358,7 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
     from .quantize import LibraryLimitation, get_backend
 
     set_threads(threads)
-    qrec = read_json(Path(artifact_dir) / "cell.json")
+    qrec = verified_record(artifact_dir)
     backend = get_backend(params["library"])
     p = {k: v for k, v in params.items() if k != "library"}
     if "mixed" in p and qrec["status"] == "ok":

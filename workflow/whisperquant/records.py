@@ -18,7 +18,8 @@ Status = Literal["ok", "failed", "unsupported"]
 
 
 class QuantRecord(TypedDict, total=False):
-    """``results/quantized/<model>/<scheme>/cell.json``: one quantised artifact and its sizes."""
+    """``results/quantized/<model>/<scheme>.json`` (beside the artifact directory ``<scheme>/``):
+    one quantised artifact, its sizes and the sha256 of each of its files."""
 
     model: str
     scheme: str
@@ -37,6 +38,7 @@ class QuantRecord(TypedDict, total=False):
     param_bytes: int
     quantized_module_bytes: int
     float_param_bytes: int
+    file_sha256: dict[str, str]  # artifact file (relative path) -> sha256 hex (whisperquant.quantize.artifact)
 
 
 class TimingRecord(TypedDict, total=False):

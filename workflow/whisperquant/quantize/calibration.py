@@ -10,7 +10,7 @@ activations the evaluation will produce -- a sentence, not a fixed handful of
 tokens -- and two libraries' static schemes are calibrated on exactly the same
 speech.  The number of utterances and tokens are config parameters
 (``calibration.utterances``, ``calibration.max_new_tokens``), recorded in
-each calibrated cell's ``cell.json``.
+each calibrated cell's quantize record (``results/quantized/<model>/<scheme>.json``).
 """
 
 from __future__ import annotations

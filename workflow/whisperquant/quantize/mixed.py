@@ -20,7 +20,7 @@ wrote for the same model (``results/report/sensitivity/<model>/<scheme>.csv``):
   one-step widening with the largest predicted damage saved per added byte
   that still fits, until none fits.
 
-The plan (layer -> bits or float) is written into the artifact's ``cell.json``
+The plan (layer -> bits or float) is written into the artifact's record (``<scheme>.json`` beside it)
 and ``quantization.json``; ``resolved_params`` turns it into the library's own
 parameters (``targets`` narrowed to the quantised layers, ``layer_bits`` for
 the layers whose width differs), so loading needs nothing but the artifact.
@@ -141,7 +141,7 @@ def mean_bits(plan: Mapping[str, object], numel: Mapping[str, int]) -> float:
 
 
 def summary(plan: Mapping[str, object]) -> dict[str, int]:
-    """How many layers got each width, widest first (for cell.json and the method column)."""
+    """How many layers got each width, widest first (for the quantize record and the method column)."""
     counts: dict[str, int] = {}
     for w in sorted(plan.values(), key=_width, reverse=True):
         label = FLOAT if w == FLOAT else f"{float(w):g}"
