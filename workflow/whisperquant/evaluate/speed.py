@@ -41,7 +41,8 @@ from .stats import median_interval
 #: Keys of a timing record that are this run's measurements (they differ between two runs of one config).
 MEASURED_KEYS = frozenset({
     "pairs", "pair_ratios", "self_ratio", "timing_stop", "timing_s", "speedup_vs_fp32", "speedup_low", "speedup_high",
-    "rtfx", "rtfx_low", "rtfx_high", "fp32_rtfx", "fp32_rtfx_low", "fp32_rtfx_high", "rtf", "timed_wall_s", "timed_audio_s",
+    "rtfx", "rtfx_low", "rtfx_high", "fp32_rtfx", "fp32_rtfx_low", "fp32_rtfx_high", "rtf", "timed_wall_s",
+    "timed_audio_s",
     "core_s_per_audio_h", "cpu_s_per_audio_h", "gpu_s_per_audio_h", "energy_j_per_audio_h",
 })
 
