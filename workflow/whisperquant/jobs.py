@@ -426,12 +426,12 @@ def time_against_fp32(model_obj, gen: dict, dtype, backend, params: dict, model_
     """
     import gc
 
-    from .evaluate.speed import EnergyMeter, TimingSettings, paired_timing, timing_workload
+    from .evaluate.speed import EnergyMeter, RaisedPriority, TimingSettings, paired_timing, timing_workload
     from .evaluate.transcribe import decode_batch, generate_kwargs_for
     from .quantize import get_backend
 
     settings = TimingSettings.from_config(transcription.get("timing"))
-    batches = timing_workload(utts, settings.units, settings.batch_size)
+    batch = timing_workload(utts, settings.units)
     same = backend.library == "fp32" and params.get("dtype", "float32") == "float32"
     if same:
         ref, ref_gen, ref_dtype = model_obj, gen, dtype
@@ -441,20 +441,25 @@ def time_against_fp32(model_obj, gen: dict, dtype, backend, params: dict, model_
         ref_dtype = None
 
     def run(model, g, dt):
-        return lambda batch: decode_batch(model, processor, batch, g, device, dt)[1:]
+        return lambda b: decode_batch(model, processor, b, g, device, dt)[1:]
 
     from tqdm import tqdm
 
     bar = tqdm(desc="paired timing", unit="pair", file=sys.stderr)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     try:
-        out = paired_timing(run(model_obj, gen, dtype), run(ref, ref_gen, ref_dtype), batches, settings,
-                            cores=1 if device == "cuda" else threads, same_model=same, energy=EnergyMeter(device),
-                            on_pair=lambda n: bar.update(1))
+        with RaisedPriority(settings.nice) as priority:
+            out = paired_timing(run(model_obj, gen, dtype), run(ref, ref_gen, ref_dtype), batch, settings,
+                                cores=1 if device == "cuda" else threads, same_model=same,
+                                energy=EnergyMeter(device), on_pair=lambda n: bar.update(1))
     finally:
         bar.close()
+    # what the host was doing: the 1-minute load average before and after (this job's own threads count)
+    out.update(timing_priority=priority.outcome, load_1m_before=load_before,
+               load_1m_after=os.getloadavg()[0] if load_before is not None else None)
     if device == "cuda":
         out["gpu_s_per_audio_h"] = out.pop("core_s_per_audio_h")
-    out["timing_units"] = [u.id for b in batches for u in b]
+    out["timing_units"] = [u.id for u in batch]
     log.info("paired timing: speedup vs fp32 %.3f [%.3f, %.3f] over %d pairs (%s); RTFx %.2f, fp32 %.2f",
              out["speedup_vs_fp32"], out["speedup_low"], out["speedup_high"], out["pairs"], out["timing_stop"],
              out["rtfx"], out["fp32_rtfx"])

@@ -6,18 +6,35 @@ minute, whole cells together, so two cells timed minutes apart cannot be compare
 noisy speech in one run).  More repeats inside a cell do not help; timing the
 reference in the same process and the same seconds does.  So every transcription job,
 after its accuracy pass, loads the fp32 model of the same model and device and
-decodes a fixed timing workload with both, alternating (A B, B A, ...), and reports
-the median of the per-pair wall-time ratios with a distribution-free 95 % interval.
-Drift slower than one pair (a few seconds) cancels in each ratio; a competing load
-slows both members of a pair alike.
+decodes one fixed timing batch with both, in strict alternation::
 
-The workload (:func:`timing_workload`) is the same for every scheme of a (model,
-device, corpus): ``units`` scoring units at evenly spaced duration quantiles, in
-batches of ``batch_size``, never the leftovers of the accuracy pass.  Pairs cycle
-through the batches a whole round at a time; after ``min_pairs`` the job stops as
-soon as the interval's half-width is within ``target_halfwidth`` of the median (or
-at ``max_pairs`` / ``max_s``, saying so in ``timing_stop``).  The first decode of
-each model is an untimed warm-up.
+    C R C R C ... R C        (C: the cell's model, R: fp32; one untimed warm-up of each first)
+
+Each reference decode ``R_k`` makes a pair with the mean of the cell's decodes just
+before and after it: ``speedup_k = R_k / ((C_k + C_{k+1}) / 2)``.  Every decode
+follows a decode of the other model (no order effect: measured here, a decode right
+after the same model's ran ~5 % faster than one right after the other's), and a
+linear drift over the three decodes cancels.  The speedup is the median of the
+pairs with a distribution-free 95 % interval; a competing load slows both halves
+of a pair alike.  One batch, not several: measured here, the speedup differed by
+~8 % between two units (their token counts differ), which a cycle over batches
+would have turned into spread instead of signal.
+
+The batch (:func:`timing_workload`) is the same for every scheme of a (model,
+device, corpus): ``units`` scoring units around the corpus' median duration, never
+the leftovers of the accuracy pass.  After ``min_pairs`` the job stops as soon as
+the interval's half-width is within ``target_halfwidth`` of the median (or at
+``max_pairs`` / ``max_s``, saying so in ``timing_stop``).
+
+Cores not shared.  Within a run, Snakemake gives a transcription job every core; other
+processes on the host are not the workflow's to stop.  Measured here, two busy loops on
+the two cores made every pair a lottery (PyTorch dynamic int8 over fp32 between 1.18
+and 2.40 within one job, 3.5x slower in absolute terms: a preempted OpenMP thread
+stalls every parallel region), which no pairing cancels.  So the timing phase asks the
+OS to run it first (:class:`RaisedPriority`: every thread of the process at nice
+``transcription.timing.nice``, -19 by default) where the OS allows it (root or
+CAP_SYS_NICE on Linux) and records what it got; the accuracy pass and every other job
+keep their normal priority.  With it, the same busy loops moved that speedup by 3 %.
 
 A timed decode is feature extraction + ``generate`` (CUDA synchronised), as in the
 accuracy pass.  Absolute RTFx (audio seconds per wall second) is reported too, with
@@ -30,6 +47,7 @@ CPU seconds (the process' own CPU time) and, where the host exposes counters, en
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -42,8 +60,8 @@ from .stats import median_interval
 MEASURED_KEYS = frozenset({
     "pairs", "pair_ratios", "self_ratio", "timing_stop", "timing_s", "speedup_vs_fp32", "speedup_low", "speedup_high",
     "rtfx", "rtfx_low", "rtfx_high", "fp32_rtfx", "fp32_rtfx_low", "fp32_rtfx_high", "rtf", "timed_wall_s",
-    "timed_audio_s",
-    "core_s_per_audio_h", "cpu_s_per_audio_h", "gpu_s_per_audio_h", "energy_j_per_audio_h",
+    "timed_audio_s", "core_s_per_audio_h", "cpu_s_per_audio_h", "gpu_s_per_audio_h", "energy_j_per_audio_h",
+    "load_1m_before", "load_1m_after",
 })
 
 #: A decode of one batch: () -> (wall seconds, process CPU seconds).
@@ -54,8 +72,8 @@ Decode = Callable[[Sequence[Any]], tuple[float, float]]
 class TimingSettings:
     """``transcription.timing`` of the config (config/README.md)."""
 
-    units: int = 2
-    batch_size: int = 1
+    units: int = 1
+    nice: int | None = -19
     min_pairs: int = 6
     max_pairs: int = 16
     target_halfwidth: float = 0.02
@@ -67,19 +85,66 @@ class TimingSettings:
         return cls(**known)
 
 
-def timing_workload(utts: Sequence[Any], units: int, batch_size: int) -> list[list[Any]]:
-    """The fixed timing batches of a corpus: ``units`` utterances at evenly spaced duration
-    quantiles (ties by id), in batches of ``batch_size``, the same for every scheme.
+def timing_workload(utts: Sequence[Any], units: int) -> list[Any]:
+    """The fixed timing batch of a corpus: the ``units`` utterances nearest its median duration
+    (ties by id), the same for every scheme and whatever the corpus' order.
 
-    ``utts`` need ``id`` and ``duration``.  Evenly spaced quantiles, not the longest or the
-    first: the workload resembles the corpus without depending on its order.
+    ``utts`` need ``id`` and ``duration``.  Around the median, not the longest or the first:
+    the batch resembles the corpus without depending on its order.
     """
-    if units < 1 or batch_size < 1:
-        raise ValueError(f"transcription.timing: units ({units}) and batch_size ({batch_size}) must be >= 1")
+    if units < 1:
+        raise ValueError(f"transcription.timing.units: {units}, must be >= 1")
     ordered = sorted(utts, key=lambda u: (u.duration, u.id))
     n = min(units, len(ordered))
-    picked = [ordered[min(len(ordered) - 1, int((i + 0.5) * len(ordered) / n))] for i in range(n)]
-    return [picked[i : i + batch_size] for i in range(0, n, batch_size)]
+    start = (len(ordered) - n + 1) // 2
+    return ordered[start : start + n]
+
+
+class RaisedPriority:
+    """Every thread of this process at nice ``nice`` inside the block, restored after it.
+
+    Linux keeps a nice value per thread (the OpenMP workers already exist), so each task
+    of ``/proc/self/task`` is set; elsewhere the process.  Lowering nice needs root or
+    CAP_SYS_NICE: without it, nothing changes and :attr:`outcome` says why.  ``None``:
+    leave the priority alone.
+    """
+
+    def __init__(self, nice: int | None) -> None:
+        self.nice = nice
+        self.outcome: dict = {"requested": nice, "applied": None}
+        self._old: dict[int, int] = {}
+
+    @staticmethod
+    def _tasks() -> list[int]:
+        try:
+            return [int(t) for t in os.listdir("/proc/self/task")]
+        except OSError:
+            return [0]
+
+    def __enter__(self) -> RaisedPriority:
+        if self.nice is None or not hasattr(os, "setpriority"):
+            self.outcome["reason"] = "not requested" if self.nice is None else "no setpriority on this OS"
+            return self
+        try:
+            for tid in self._tasks():
+                self._old[tid] = os.getpriority(os.PRIO_PROCESS, tid)
+                os.setpriority(os.PRIO_PROCESS, tid, self.nice)
+            self.outcome["applied"] = self.nice
+        except OSError as e:  # PermissionError without the privilege; a thread that ended
+            self._restore()
+            self.outcome["reason"] = f"not raised: {type(e).__name__}: {e}"[:200]
+        return self
+
+    def _restore(self) -> None:
+        for tid, old in self._old.items():
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, old)
+            except OSError:
+                continue  # the thread has ended
+        self._old.clear()
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
 
 
 class EnergyMeter:
@@ -147,56 +212,47 @@ class EnergyMeter:
         return self._read() if self._read else None
 
 
-def paired_timing(decode_cell: Decode, decode_ref: Decode, batches: Sequence[Sequence[Any]],
-                  settings: TimingSettings, *, cores: int, same_model: bool = False,
-                  energy: EnergyMeter | None = None, on_pair: Callable[[int], None] | None = None) -> dict:
-    """Time ``decode_cell`` against ``decode_ref`` on ``batches`` by the paired protocol (module docstring).
+def paired_timing(decode_cell: Decode, decode_ref: Decode, batch: Sequence[Any], settings: TimingSettings, *,
+                  cores: int, same_model: bool = False, energy: EnergyMeter | None = None,
+                  on_pair: Callable[[int], None] | None = None) -> dict:
+    """Time ``decode_cell`` against ``decode_ref`` on ``batch`` by the paired protocol (module docstring).
 
-    ``same_model``: the cell is the reference itself (the fp32 cell): its pairs decode the
-    same model twice; its speedup is 1 by definition and its interval shows the protocol's
-    own noise on this host (the median of those self-ratios is kept as ``self_ratio``).
-    ``cores``: cores the job holds, for core-seconds.  Returns the record's timing keys.
+    ``same_model``: the cell is the reference itself (the fp32 cell): the alternation decodes
+    the same model throughout; its speedup is 1 by definition and its interval shows the
+    protocol's own noise on this host (the median of those self-ratios is kept as
+    ``self_ratio``).  ``cores``: cores the job holds, for core-seconds.  Returns the
+    record's timing keys.
     """
-    if not batches:
-        raise ValueError("paired timing needs at least one timing batch")
-    n_batches = len(batches)
-    max_pairs = max(settings.min_pairs, settings.max_pairs)
-    max_pairs = math.ceil(max_pairs / n_batches) * n_batches  # whole rounds: every batch equally often
-    audio = [float(sum(u.duration for u in b)) for b in batches]
-    decode_cell(batches[0])  # warm-up, untimed (first-call allocations, kernel selection)
-    if not same_model:
-        decode_ref(batches[0])
-    ratios: list[float] = []
-    cell_rtfx: list[float] = []
-    ref_rtfx: list[float] = []
-    cell_wall = cell_cpu = cell_audio = 0.0
-    joules = 0.0
+    if not batch:
+        raise ValueError("paired timing needs a non-empty timing batch")
+    audio = float(sum(u.duration for u in batch))
     metered = energy is not None and energy.read() is not None
+    cell_cpu = joules = 0.0
+
+    def cell() -> float:
+        nonlocal cell_cpu, joules
+        e0 = energy.read() if metered else None
+        wall, cpu = decode_cell(batch)
+        if metered:
+            joules += energy.read() - e0
+        cell_cpu += cpu
+        return wall
+
+    decode_cell(batch)  # warm-up, untimed (first-call allocations, kernel selection)
+    if not same_model:
+        decode_ref(batch)
+    cells, refs, ratios = [cell()], [], []
+    max_pairs = max(settings.min_pairs, settings.max_pairs)
     t_start = time.perf_counter()
     stop = ""
-    while True:
-        k = len(ratios)
-        b = k % n_batches
-        first_ref = ((k // n_batches) + b) % 2 == 0  # A B, then B A: the order alternates within and across rounds
-        walls = {}
-        for who in (("ref", "cell") if first_ref else ("cell", "ref")):
-            if who == "cell":
-                e0 = energy.read() if metered else None
-                walls["cell"], cpu = decode_cell(batches[b])
-                if metered:
-                    joules += energy.read() - e0
-                cell_cpu += cpu
-            else:
-                walls["ref"], _ = decode_ref(batches[b])
-        ratios.append(walls["ref"] / walls["cell"])
-        cell_rtfx.append(audio[b] / walls["cell"])
-        ref_rtfx.append(audio[b] / walls["ref"])
-        cell_wall += walls["cell"]
-        cell_audio += audio[b]
-        if on_pair:
-            on_pair(len(ratios))
+    while not stop:
+        refs.append(decode_ref(batch)[0])
+        cells.append(cell())
+        ratios.append(refs[-1] / ((cells[-2] + cells[-1]) / 2))
         n = len(ratios)
-        if n < settings.min_pairs or n % n_batches:
+        if on_pair:
+            on_pair(n)
+        if n < settings.min_pairs:
             continue
         med, lo, hi = median_interval(ratios)
         halfwidth = (hi - lo) / 2 / med if math.isfinite(lo) else math.inf
@@ -206,16 +262,18 @@ def paired_timing(decode_cell: Decode, decode_ref: Decode, batches: Sequence[Seq
             stop = f"max_pairs ({max_pairs}) reached, interval ±{100 * halfwidth:.1f} %"
         elif time.perf_counter() - t_start >= settings.max_s:
             stop = f"max_s ({settings.max_s:g} s) reached after {n} pairs, interval ±{100 * halfwidth:.1f} %"
-        if stop:
-            break
+    cell_rtfx = [audio / w for w in cells]
+    ref_rtfx = [audio / w for w in refs]
+    cell_wall, cell_audio = float(sum(cells)), audio * len(cells)
     speedup, s_lo, s_hi = median_interval(ratios)
     rtfx, r_lo, r_hi = median_interval(cell_rtfx)
     ref, ref_lo, ref_hi = median_interval(ref_rtfx)
     hour = 3600.0 / cell_audio
     out = {
-        "timing_protocol": (f"paired against fp32 in the same job: {len(batches)} fixed batch(es) of "
-                            f"{settings.batch_size} unit(s), A B / B A alternating, one untimed warm-up decode "
-                            f"per model; median of per-pair ratios, distribution-free 95 % interval"),
+        "timing_protocol": (f"paired against fp32 in the same job: one fixed batch of {len(batch)} unit(s) "
+                            f"({audio:.1f} s), cell and fp32 decoding it in strict alternation after one untimed "
+                            "warm-up each; pair k = fp32's k-th decode over the mean of the cell's decodes around "
+                            "it; median of the pairs, distribution-free 95 % interval"),
         "timing_settings": asdict(settings),
         "pairs": len(ratios),
         "pair_ratios": [round(r, 5) for r in ratios],
