@@ -75,7 +75,7 @@ def test_transcription_refuses_a_tampered_artifact(tiny_whisper_dir, tmp_path):
     with pytest.raises(ValueError, match=r"model\.safetensors: contents changed.*Refusing to use it: delete"):
         transcribe_job("m", tiny_whisper_dir, "fp32", params, art, "cpu", tmp_path / "manifest.tsv",
                        out / "t.jsonl", out / "t.timing.json", {"language": "en", "max_new_tokens": 8,
-                                                                "batch_size": 1}, 1, tmp_path / "t.log")
+                                                                "batch_size": 1}, 1, tmp_path / "t.log", code="test")
     assert not out.exists()  # nothing written that could pass for a result
 
 
