@@ -435,3 +435,42 @@ def test_add_statistics_warns_on_missing_scores(small_sweep):
     with pytest.warns(UserWarning, match="scheme=same"):
         out = add_statistics(summary, utt, n_resamples=50)
     assert np.isnan(out.set_index("scheme").loc["same", "wer_ci_low"])
+
+
+# --------------------------------------------------------------------------- medians (speed)
+
+
+def test_median_rank_is_the_binomial_order_statistic():
+    from whisperquant.evaluate.stats import median_rank
+
+    # fewer than 6 values: no 95 % interval of a median exists (2 / 2**5 = 6.25 % > 5 %)
+    assert [median_rank(n) for n in range(1, 6)] == [0] * 5
+    assert median_rank(6) == 1 and median_rank(8) == 1  # [x(1), x(n)]: 96.9 % and 99.2 % coverage
+    assert median_rank(9) == 2  # [x(2), x(8)]: 1 - 2 * 10 / 512 = 96.1 %
+    assert median_rank(16) == 4  # [x(4), x(13)]: 97.9 %; k = 5 would give 92.3 %
+    with pytest.raises(ValueError):
+        median_rank(6, confidence=1.0)
+
+
+def test_median_interval_is_two_order_statistics_and_robust_to_one_outlier():
+    from whisperquant.evaluate.stats import median_interval
+
+    med, lo, hi = median_interval([1.02, 0.98, 1.00, 1.01, 0.99, 1.03, 0.97, 1.00, 9.0])
+    assert med == 1.00 and (lo, hi) == (0.98, 1.03)  # the 9.0 stretches nothing
+    med, lo, hi = median_interval([1.0, 1.1])
+    assert med == pytest.approx(1.05) and np.isnan(lo) and np.isnan(hi)
+    with pytest.raises(ValueError):
+        median_interval([])
+
+
+def test_ratio_of_medians_interval_chains_two_speedups():
+    from whisperquant.evaluate.stats import ratio_of_medians_interval
+
+    cell = [1.50, 1.52, 1.49, 1.51, 1.50, 1.53]
+    ct2 = [2.40, 2.38, 2.42, 2.41, 2.39, 2.40]
+    r, lo, hi = ratio_of_medians_interval(cell, ct2, n_resamples=500, seed=1)
+    assert r == pytest.approx(np.median(cell) / np.median(ct2))
+    assert lo <= r <= hi and hi - lo < 0.03
+    assert ratio_of_medians_interval(cell, ct2, n_resamples=500, seed=1) == (r, lo, hi)  # deterministic
+    with pytest.raises(ValueError):
+        ratio_of_medians_interval(cell, [0.0] * 6)
