@@ -172,7 +172,7 @@ E2E_SCHEMES = {
     "ct2-int8": {"library": "ctranslate2", "compute_type": "int8"},
 }
 CELLS = len(E2E_SCHEMES)  # one model, one corpus, one device
-REPORT = {"aggregate": 1, "all": 1}
+REPORT = {"aggregate": 1, "publish_report": 1, "all": 1}
 #: The file edited -> the jobs a dry run plans (both corpora, clean and calibration, are embedded).
 E2E_EXPECTED = {
     "models/decoding.py": {"quantize": 1, "sensitivity": 1, "transcribe": CELLS, "score": CELLS, **REPORT},

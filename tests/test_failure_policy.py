@@ -13,6 +13,7 @@ import json
 import pytest
 from whisperquant.jobs import quantize_job, transcribe_job
 from whisperquant.quantize import DEFAULT_TARGETS, Backend, LibraryLimitation, register
+from whisperquant.quantize.artifact import record_path
 from whisperquant.quantize.registry import unregister
 
 
@@ -102,7 +103,7 @@ def test_what_the_host_lacks_is_an_unsupported_row_naming_it(broken, tiny_whispe
     unregister("broken")
     broken(HostLimitation("no int16 kernels on this CPU"), "quantize")
     _quantize(tiny_whisper_dir, tmp_path / "artifact2", tmp_path / "q.log")
-    assert json.loads((tmp_path / "artifact2" / "cell.json").read_text())["status"] == "unsupported"
+    assert json.loads(record_path(tmp_path / "artifact2").read_text())["status"] == "unsupported"
     _transcribe(tiny_whisper_dir, tmp_path / "artifact2", tmp_path)  # the cell stays unsupported, not failed
     rec = json.loads((tmp_path / "out.timing.json").read_text())
     assert (rec["status"], rec["reason"]) == ("unsupported", "broken: no int16 kernels on this CPU")

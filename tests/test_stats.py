@@ -395,23 +395,24 @@ def test_summary_markdown(small_sweep):
     lines = md.splitlines()
     header = next(line for line in lines if line.startswith("| scheme"))
     assert "device" in header  # two devices in the sweep
-    assert "RTF |" not in header and "RTFx [low, high]" in header
+    assert "RTF |" not in header and "RTFx [95 % CI]" in header and "× fp32 [95 % CI]" in header
     legend = lines[lines.index(header) - 4]  # legend, blank, heading, blank, header
-    for word in ("**compute**", "**mem**", "**QoI**", "**empty**", "**loop**", "**RTFx**", "WER ≤ 50 %"):
+    for word in ("**compute**", "**mem**", "**QoI**", "**empty**", "**loop**", "**RTFx**", "**× fp32**",
+                 "paired, interleaved timing", "WER ≤ 50 %"):
         assert word in legend, word
     rows = _md_rows(md)
     fp32, int8, nf4 = rows["fp32"], rows["int8"], rows["nf4"]
     assert (fp32["bits"], fp32["size MB"], fp32["ΔWER pp [95 % CI]"], fp32["QoI %"]) == ("32", "150.0", "baseline",
                                                                                         "100.0")
-    assert (fp32["compute"], fp32["mem MB"], fp32["RTFx [low, high]"]) == ("float32", "151", "8.00 [7.50, 8.25]")
+    assert (fp32["compute"], fp32["mem MB"], fp32["RTFx [95 % CI]"]) == ("float32", "151", "8.00 [7.50, 8.25]")
     assert int8["ΔWER pp [95 % CI]"].endswith("*")  # ΔWER column flagged
     assert (int8["size MB"], int8["compr. %"], int8["compute"], int8["mem MB"]) == ("60.0", "60.0", "int8", "61")
-    assert (int8["empty"], int8["loop"], int8["RTFx [low, high]"]) == ("2", "1", "12.3 [11.0, 13.0]")
+    assert (int8["empty"], int8["loop"], int8["RTFx [95 % CI]"]) == ("2", "1", "12.3 [11.0, 13.0]")
     assert 0 < float(int8["QoI %"]) < 100
     wer_cell = int8["WER % [95 % CI]"]
     assert wer_cell.count("[") == 1 and wer_cell.endswith("]")
     # no cuda fp32 row: no ΔWER and no QoI for the cuda cell; RTFx without a range
-    assert (nf4["ΔWER pp [95 % CI]"], nf4["QoI %"], nf4["RTFx [low, high]"]) == ("–", "–", "150")
+    assert (nf4["ΔWER pp [95 % CI]"], nf4["QoI %"], nf4["RTFx [95 % CI]"]) == ("–", "–", "150")
     assert "**unsupported** — bitsandbytes fp4 needs CUDA" in md
     assert "**failed** — RuntimeError: boom line two" in md
     assert md.index("`fp32`") < md.index("`int8`") < md.index("`same`") < md.index("`nf4`")
