@@ -52,7 +52,6 @@ the activation scale/zero point of each layer.
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 from ..base import set_module, target_linears
 from ..calibration import run_calibration
@@ -133,19 +132,11 @@ def _quantize_weight(weight, observer):
 
 
 def _x86_without_vnni() -> bool:
-    """True on an x86 Linux CPU whose flags lack VNNI; False when unknown or not x86."""
-    import platform
+    """True on an x86 CPU whose flags lack VNNI; False when unknown or not x86 (evaluate/host.py reads them)."""
+    from ...evaluate.host import cpu_facts, lacks
 
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
-    if flags is None:
-        return False
-    return not ({"avx512_vnni", "avx_vnni"} & set(flags))
+    facts = cpu_facts()
+    return facts["machine"].lower() in ("x86_64", "amd64") and lacks(facts, "avx512_vnni", "avx_vnni")
 
 
 def _no_vnni_reason() -> str:
