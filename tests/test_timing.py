@@ -11,9 +11,14 @@ the speed (speed targets live in benchmarks/).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from whisperquant.evaluate.speed import EnergyMeter, TimingSettings, paired_timing, timing_workload
@@ -124,9 +129,10 @@ def test_raised_priority_is_applied_to_every_thread_and_restored_or_says_why():
     worker.start()
     try:
         before = {t: os.getpriority(os.PRIO_PROCESS, t) for t in RaisedPriority._tasks()}
-        with RaisedPriority(5) as p:  # raising nice needs no privilege
+        wanted = max(5, os.getpriority(os.PRIO_PROCESS, 0))  # raising nice needs no privilege
+        with RaisedPriority(wanted) as p:
             inside = {t: os.getpriority(os.PRIO_PROCESS, t) for t in before}
-        assert p.outcome == {"requested": 5, "applied": 5} and set(inside.values()) == {5}
+        assert p.outcome == {"requested": wanted, "applied": wanted} and set(inside.values()) == {wanted}
         assert {t: os.getpriority(os.PRIO_PROCESS, t) for t in before} == before
         with RaisedPriority(None) as p:
             pass
@@ -134,6 +140,20 @@ def test_raised_priority_is_applied_to_every_thread_and_restored_or_says_why():
     finally:
         stop.set()
         worker.join()
+
+
+def test_a_job_started_at_a_positive_nice_keeps_it():
+    """`nice -n 10 snakemake ...`: the timing phase does not jump ahead of the user's other work, root or not."""
+    code = ("import json, os; from whisperquant.evaluate.speed import RaisedPriority\n"
+            "with RaisedPriority(-19) as p: inside = os.getpriority(os.PRIO_PROCESS, 0)\n"
+            "print(json.dumps([p.outcome, inside]))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "workflow")}
+    out = subprocess.run(["nice", "-n", "10", sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    outcome, inside = json.loads(out)
+    started = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)  # nice adds to this process' own value
+    assert inside == started and outcome["applied"] is None
+    assert outcome["reason"] == f"not raised: the job was started at nice {started} (lowered by its user)"
 
 
 def test_energy_meter_says_why_there_is_no_counter(tmp_path):

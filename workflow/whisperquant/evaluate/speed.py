@@ -106,7 +106,8 @@ class RaisedPriority:
     Linux keeps a nice value per thread (the OpenMP workers already exist), so each task
     of ``/proc/self/task`` is set; elsewhere the process.  Lowering nice needs root or
     CAP_SYS_NICE: without it, nothing changes and :attr:`outcome` says why.  ``None``:
-    leave the priority alone.
+    leave the priority alone.  A job started at a positive nice (``nice snakemake ...``)
+    keeps it: its user asked for it to yield, even where root could raise it.
     """
 
     def __init__(self, nice: int | None) -> None:
@@ -124,6 +125,12 @@ class RaisedPriority:
     def __enter__(self) -> RaisedPriority:
         if self.nice is None or not hasattr(os, "setpriority"):
             self.outcome["reason"] = "not requested" if self.nice is None else "no setpriority on this OS"
+            return self
+        inherited = os.getpriority(os.PRIO_PROCESS, 0)
+        if inherited > 0 and self.nice < inherited:
+            # Whoever started the workflow lowered its priority (`nice snakemake ...`): that is their
+            # call to make, so the timing phase does not jump ahead of their other work.
+            self.outcome["reason"] = f"not raised: the job was started at nice {inherited} (lowered by its user)"
             return self
         try:
             for tid in self._tasks():
