@@ -248,7 +248,7 @@ def _quantises_no_single_linear(library: str) -> bool:
     """A library without chosen layers (fp32, fp16) or an engine (its layers are not PyTorch modules):
     no sensitivity analysis can quantise one of its Linears alone."""
     from .quantize import get_backend
-    from .quantize.backends._engine import Engine
+    from .quantize.engine import Engine
 
     backend = get_backend(library)
     return isinstance(backend, Engine) or not backend.honours_targets

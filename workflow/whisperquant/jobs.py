@@ -117,8 +117,8 @@ def mixed_planner(model_dir: str | Path, backend, params: dict, sensitivity_csv:
     import csv
 
     from .quantize import mixed
-    from .quantize.base import architecture, target_linears
     from .quantize.linear_swap import WEIGHTS
+    from .quantize.modules import architecture, target_linears
 
     spec = params["mixed"]
     arch = architecture(Path(model_dir))
@@ -186,7 +186,7 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     """
     from .quantize import LibraryLimitation, get_backend
     from .quantize.artifact import DIGESTS_KEY, file_digests, record_path
-    from .quantize.base import linear_names
+    from .quantize.modules import linear_names
 
     out_dir = Path(out_dir)
     library = params["library"]
@@ -377,7 +377,7 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
         write_json(out_timing, {**base, "status": "unsupported", "log": str(log_file),
                                 "reason": "no CUDA device where this job ran (torch.cuda.is_available() is False)"})
         return
-    from .quantize.base import architecture
+    from .quantize.modules import architecture
 
     architecture(Path(model_dir))  # the modelling code's imports and first-use set-up are not the model's
     rss0 = _settled_rss_mb()

@@ -26,13 +26,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..base import Backend, linear_names, write_params
-from ..registry import SchemeError
+from ..errors import SchemeError
+from ..modules import ModuleBackend, linear_names, write_params
 
 _DTYPES = ("float32", "float16", "bfloat16")
 
 
-class BitsAndBytes(Backend):
+class BitsAndBytes(ModuleBackend):
     library = "bnb"
     parameters = {
         "quant_type": (("int8", "nf4", "fp4"), "nf4"),

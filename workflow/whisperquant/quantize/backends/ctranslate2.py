@@ -26,8 +26,8 @@ import re
 from pathlib import Path
 
 from ..base import DEFAULT_TARGETS
-from ..registry import HostLimitation, SchemeError
-from ._engine import Engine, EngineModel, runtime_threads
+from ..engine import Engine, EngineModel, runtime_threads
+from ..errors import HostLimitation, SchemeError
 
 #: compute type -> (devices CTranslate2 runs it on, stored weight bits, matmul dtype label)
 COMPUTE_TYPES = {

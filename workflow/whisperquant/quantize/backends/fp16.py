@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..base import Backend
 from ..linear_swap import load_checkpoint
+from ..modules import ModuleBackend
 
 _DTYPES = ("float16", "bfloat16")
 
 
-class FP16(Backend):
+class FP16(ModuleBackend):
     library = "fp16"
     parameters = {"dtype": (_DTYPES, "float16")}
     devices = ("cpu", "cuda")
