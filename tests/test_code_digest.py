@@ -97,8 +97,12 @@ def test_the_decoding_rule_reruns_transcription_and_calibration_only(package):
     )
 
 
-def test_the_plotting_module_redraws_the_report_and_the_sensitivity_figures(package):
-    assert _changed(package, "report/plots.py") == {("report",)} | _all("sensitivity", True)
+def test_the_shared_figure_code_redraws_the_report_and_the_sensitivity_figures(package):
+    assert _changed(package, "report/figure.py") == {("report",)} | _all("sensitivity", True)
+
+
+def test_the_summary_plots_redraw_the_report_only(package):
+    assert _changed(package, "report/plots.py") == {("report",)}
 
 
 def test_the_ctranslate2_reader_counts_for_the_model_import_and_the_ctranslate2_backend(package):
@@ -136,9 +140,9 @@ def test_jobs_counts_per_function(package):
     jobs.write_text(text.replace("def score_job(", "def score_job(  # edited\n", 1))
     config.code_digest.cache_clear()
     assert {k for k, d in _digests().items() if d != before[k]} == {("score",)}
-    jobs.write_text(text.replace("def load_calibration(", "def load_calibration(  # edited\n", 1))
+    jobs.write_text(text.replace("def sensitivity_job(", "def sensitivity_job(  # edited\n", 1))
     config.code_digest.cache_clear()
-    assert {k for k, d in _digests().items() if d != before[k]} == _all("quantize", True) | _all("sensitivity", True)
+    assert {k for k, d in _digests().items() if d != before[k]} == _all("sensitivity", True)
 
 
 def test_digests_parse_the_sources_without_importing_them(package):
@@ -185,7 +189,7 @@ E2E_EXPECTED = {
                                  "score": CELLS, **REPORT},
     "data/sources/kaldi.py": {},  # no corpus of the run is a Kaldi one
     "evaluate/scoring.py": {"score": CELLS, **REPORT},
-    "report/plots.py": {"sensitivity": 1, **REPORT},
+    "report/figure.py": {"sensitivity": 1, **REPORT},
 }
 
 

@@ -232,16 +232,16 @@ def test_onnxruntime_without_prepacking_holds_less_and_decodes_the_same(tiny_en,
     ``session.disable_prepacking`` that copy is not made.  Measured here as the job measures
     ``model_mem_mb`` (gc + malloc_trim before and after loading): 177 MB with prepacking, 110 MB without.
     """
+    from whisperquant.evaluate.memory import settled_rss_mb
     from whisperquant.evaluate.transcribe import generate_kwargs_for
-    from whisperquant.jobs import _settled_rss_mb
 
     feats = clips[2]
     backend, params, _ = _build("onnxruntime", INT8["onnxruntime"], tiny_en, tmp_path)
     grown, hyps = {}, {}
     for prepack in (False, True):
-        rss0 = _settled_rss_mb()
+        rss0 = settled_rss_mb()
         model = backend.load(tiny_en, {**params, "prepack": prepack}, tmp_path, "cpu")
-        grown[prepack] = _settled_rss_mb() - rss0
+        grown[prepack] = settled_rss_mb() - rss0
         hyps[prepack] = [list(map(int, t)) for t in model.generate(feats, **generate_kwargs_for(model, "en", 64))]
         del model
     print(f"ONNX Runtime int8 on tiny.en, MB held after loading: {grown}")

@@ -436,7 +436,7 @@ LOADED_BY_NAME = {"quantize.registry": "quantize.backends", "data.sources": "dat
 
 #: The calibration code: what a calibrated job runs on top of an uncalibrated one (loading the
 #: calibration set, decoding it through the model).  It counts only in a calibrated job's digest.
-CALIBRATION_CODE = ("jobs:load_calibration", "quantize.calibration")
+CALIBRATION_CODE = ("quantize.calibration",)
 
 #: Files the package reads at run time (by name, e.g. ``resources.files(...).joinpath(name)``).
 DATA_SUFFIXES = (".yaml", ".csv")

@@ -203,19 +203,22 @@ def write_report(cells: list[dict], unsupported: list[dict], out_csv: str | Path
     ``speakers``: corpus -> its ``speakers.tsv``, for a bootstrap over speakers
     (``report.bootstrap_unit: speaker``).
     """
-    from . import plots, study, tables
+    from . import plots, study
+    from .markdown import summary_markdown
+    from .order import sort_summary
+    from .statistics import add_statistics, read_utt_scores
 
     df = build_summary(cells, unsupported)
     random = {m for m, spec in (models or {}).items() if spec.get("source") == "random"}
     df = without_accuracy(df, random)
-    utt = {(c["model"], c["scheme"], c["device"], c["corpus"]): tables.read_utt_scores(c["utts"])
+    utt = {(c["model"], c["scheme"], c["device"], c["corpus"]): read_utt_scores(c["utts"])
            for c in cells if c["model"] not in random}
     clusters = {corpus: read_speakers(path) for corpus, path in (speakers or {}).items()}
-    df = tables.add_statistics(df, {k: v for k, v in utt.items() if len(v)}, n_resamples=n_resamples, seed=seed,
+    df = add_statistics(df, {k: v for k, v in utt.items() if len(v)}, n_resamples=n_resamples, seed=seed,
                                pareto_max_wer=pareto_max_wer, speakers=clusters)
-    df = tables.sort_summary(df)
+    df = sort_summary(df)
     _atomic_csv(df, out_csv)
-    md = tables.summary_markdown(df, pareto_max_wer=pareto_max_wer)
+    md = summary_markdown(df, pareto_max_wer=pareto_max_wer)
     comparison = study.compare(df, clean, noisy, models=models, corpora=corpora)
     if out_study:
         _atomic_csv(comparison, out_study)
