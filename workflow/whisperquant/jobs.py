@@ -186,7 +186,7 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
     back: :func:`whisperquant.evaluate.memory.load_measured`): what the loaded model holds, with no fp32 copy on
     the way for the backends that load onto a meta skeleton.  ``exclusive`` says whether
     the job held every core of its machine; ``code`` is the stage's code digest for the cell's library
-    (the rule's ``code`` parameter, :func:`whisperquant.config.code_digest`): a partial transcript made
+    (the rule's ``code`` parameter, :func:`whisperquant.provenance.code_digest`): a partial transcript made
     by other code is not resumed.
     """
     import torch
