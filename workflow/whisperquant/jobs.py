@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 
 from .evaluate.host import host_record
-from .records import read_json, write_json, write_text
+from .records import QuantRecord, ScoreRecord, SensitivityRecord, TimingRecord, read_json, write_record, write_text
 
 log = logging.getLogger("whisperquant")
 
@@ -123,7 +123,7 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    record = {"model": model, "scheme": scheme, "library": library, "params": p,
+    record: QuantRecord = {"model": model, "scheme": scheme, "library": library, "params": p,
               "bits": backend.bits(p), "method": backend.method(p), "compute_dtype": backend.compute_dtype(p, "cpu"),
               "host": host_record(1)}
     calibration = None
@@ -139,7 +139,8 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
-    write_json(record_path(out_dir), record)  # beside the artifact: rule quantize's declared `record` output
+    # beside the artifact: rule quantize's declared `record` output
+    write_record(record_path(out_dir), QuantRecord, record)
     log.info("%s/%s: %s", model, scheme, {k: record.get(k) for k in ("status", "artifact_bytes", "param_bytes")})
 
 
@@ -164,9 +165,9 @@ def sensitivity_job(model: str, model_dir: str | Path, scheme: str, params: dict
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     write_text(out_csv, df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
     top = df.nlargest(5, "kl")[["module", "kl", "sqnr_db", "top1_pct"]].to_dict("records")
-    write_json(out_json, {"model": model, "scheme": scheme, **facts, "bits": get_backend(library).bits(p),
-                          "calibration_utterances": utts,
-                          "top5_by_kl": top})
+    write_record(out_json, SensitivityRecord, {"model": model, "scheme": scheme, **facts,
+                                               "bits": get_backend(library).bits(p),
+                                               "calibration_utterances": utts, "top5_by_kl": top})
     plot_sensitivity(df, Path(out_plot).with_suffix(""), f"{model} / {scheme}")
     log.info("%s/%s: %d layers in %.0f s; most sensitive %s", model, scheme, len(rows), facts["total_s"],
              [t["module"] for t in top])
@@ -203,19 +204,20 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
     p = {k: v for k, v in params.items() if k != "library"}
     if "mixed" in p and qrec["status"] == "ok":
         p = qrec["resolved_params"]  # the per-layer formats the plan chose when the artifact was made
-    base = {"model": model, "scheme": scheme, "device": device, "library": params["library"],
+    base: TimingRecord = {"model": model, "scheme": scheme, "device": device, "library": params["library"],
             "corpus_manifest": str(corpus_manifest), "compute_dtype": backend.compute_dtype(p, device)}
     if qrec["status"] != "ok":
         write_text(out_jsonl, "")
         unsupported = qrec["status"] == "unsupported"  # the quantising host lacked what the scheme needs
-        write_json(out_timing, {**base, "status": "unsupported" if unsupported else "failed",
-                                "reason": ("" if unsupported else "quantisation failed: ") + qrec["reason"],
-                                "log": qrec["log"]})
+        write_record(out_timing, TimingRecord, {
+            **base, "status": "unsupported" if unsupported else "failed",
+            "reason": ("" if unsupported else "quantisation failed: ") + qrec["reason"], "log": qrec["log"]})
         return
     if device == "cuda" and not torch.cuda.is_available():
         write_text(out_jsonl, "")
-        write_json(out_timing, {**base, "status": "unsupported", "log": str(log_file),
-                                "reason": "no CUDA device where this job ran (torch.cuda.is_available() is False)"})
+        write_record(out_timing, TimingRecord, {
+            **base, "status": "unsupported", "log": str(log_file),
+            "reason": "no CUDA device where this job ran (torch.cuda.is_available() is False)"})
         return
     try:
         model_obj, model_mem_mb, load_s = load_measured(backend, Path(model_dir), p, Path(artifact_dir), device)
@@ -240,12 +242,14 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
     except LibraryLimitation as e:
         log.error("%s cannot run this: %s\n%s", params["library"], e, traceback.format_exc())
         write_text(out_jsonl, "")
-        write_json(out_timing, {**base, "status": limitation_status(e), "reason": f"{params['library']}: {e}"[:500],
-                                "log": str(log_file), "host": host_record(threads, device)})
+        write_record(out_timing, TimingRecord, {**base, "status": limitation_status(e),
+                                                "reason": f"{params['library']}: {e}"[:500],
+                                                "log": str(log_file), "host": host_record(threads, device)})
         return
-    write_json(out_timing, {**base, **timing, "status": "ok", "load_s": round(load_s, 3), "threads": threads,
-                            "exclusive": bool(exclusive), "model_mem_mb": round(model_mem_mb, 1),
-                            "host": host_record(threads, device)})
+    write_record(out_timing, TimingRecord, {**base, **timing, "status": "ok", "load_s": round(load_s, 3),
+                                            "threads": threads, "exclusive": bool(exclusive),
+                                            "model_mem_mb": round(model_mem_mb, 1),
+                                            "host": host_record(threads, device)})
 
 
 def time_against_fp32(model_obj, gen: dict, dtype, backend, params: dict, model_dir: str | Path, processor,
@@ -312,8 +316,9 @@ def score_job(transcript: str | Path, timing: str | Path, manifest: str | Path, 
     t = read_json(timing)
     if t.get("status") != "ok":
         write_text(out_tsv, UTT_HEADER + "\n")
-        write_json(out_json, {"status": t.get("status", "failed"), "reason": t.get("reason"), "log": t.get("log")})
+        write_record(out_json, ScoreRecord, {"status": t.get("status", "failed"), "reason": t.get("reason"),
+                                             "log": t.get("log")})
         return
     lines, totals = score_transcript(transcript, manifest)
     write_text(out_tsv, "\n".join(lines) + "\n")
-    write_json(out_json, {"status": "ok", **totals})
+    write_record(out_json, ScoreRecord, {"status": "ok", **totals})

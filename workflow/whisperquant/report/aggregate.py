@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..data.manifest import SPEAKERS, read_speakers
 from ..evaluate.host import host_id, isa_label
-from ..records import read_json, write_text
+from ..records import QuantRecord, ScoreRecord, TimingRecord, read_json, write_text
 
 COLUMNS = [
     "model", "scheme", "library", "method", "bits", "compute_dtype", "device", "corpus", "status", "reason",
@@ -52,7 +52,7 @@ def _is_ct2_int8(quant: dict) -> bool:
     return quant.get("library") == "ctranslate2" and (quant.get("params") or {}).get("compute_type") == "int8"
 
 
-def cell_row(cell: dict, quant: dict, timing: dict, score: dict) -> dict:
+def cell_row(cell: dict, quant: QuantRecord, timing: TimingRecord, score: ScoreRecord) -> dict:
     """One summary row from the cell's three records (quantize, transcribe, score).
 
     ``compute_dtype`` is the timing record's (what the transcription ran in) if
