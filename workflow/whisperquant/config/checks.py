@@ -105,7 +105,7 @@ def check_config(config: dict) -> dict[str, dict]:
             raise ConfigError(f"{where}: unknown scheme {source!r}")
         if schemes[source].get("mixed"):
             raise ConfigError(f"{where}: {source!r} is itself mixed; name the scheme the layers were measured under")
-        if _quantises_no_single_linear(schemes[source]["library"]):
+        if _quantizes_no_single_linear(schemes[source]["library"]):
             raise ConfigError(f"{where}: {source!r} ({schemes[source]['library']}) quantises no single Linear; "
                               "pick a PyTorch-side library's scheme")
         if schemes[source]["targets"] != schemes[s]["targets"]:
@@ -121,7 +121,7 @@ def check_config(config: dict) -> dict[str, dict]:
             raise ConfigError(f"{where}.model: unknown model {item['model']!r}; defined: {', '.join(models)}")
         if item["scheme"] not in schemes:
             raise ConfigError(f"{where}.scheme: unknown scheme {item['scheme']!r}")
-        if _quantises_no_single_linear(schemes[item["scheme"]]["library"]):
+        if _quantizes_no_single_linear(schemes[item["scheme"]]["library"]):
             raise ConfigError(f"{where}.scheme: {item['scheme']!r} ({schemes[item['scheme']]['library']}) quantises "
                               "no single Linear; pick a PyTorch-side library's scheme")
         if not cc:
@@ -145,14 +145,14 @@ def check_config(config: dict) -> dict[str, dict]:
     return schemes
 
 
-def _quantises_no_single_linear(library: str) -> bool:
+def _quantizes_no_single_linear(library: str) -> bool:
     """A library without chosen layers (fp32, fp16) or an engine (its layers are not PyTorch modules):
     no sensitivity analysis can quantise one of its Linears alone."""
     from ..quantize import get_backend
     from ..quantize.engine import Engine
 
     backend = get_backend(library)
-    return isinstance(backend, Engine) or not backend.honours_targets
+    return isinstance(backend, Engine) or not backend.honors_targets
 
 
 def model_dims(spec: dict) -> dict:

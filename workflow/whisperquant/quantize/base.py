@@ -66,7 +66,7 @@ class Backend(ABC):
     #: ``mixed:`` block with widths other than ``float`` needs (:mod:`whisperquant.quantize.mixed`).
     per_layer_bits: ClassVar[bool] = False
     #: Whether the scheme's ``targets`` select what is quantised (a ``mixed:`` block narrows them).
-    honours_targets: ClassVar[bool] = True
+    honors_targets: ClassVar[bool] = True
 
     # ---- configuration time (no torch import needed) -------------------------
     def resolve(self, scheme: str, params: dict) -> dict:
@@ -99,7 +99,7 @@ class Backend(ABC):
         if "mixed" in params:
             from .mixed import check_spec
 
-            if not self.honours_targets:
+            if not self.honors_targets:
                 raise SchemeError(f"schemes.{scheme}.mixed: {self.library} quantises no chosen set of layers")
             allowed = self.parameters.get("bits", (None,))[0] if self.per_layer_bits else None
             check_spec(scheme, params["mixed"], allowed)

@@ -145,7 +145,7 @@ def without_accuracy(df: pd.DataFrame, models: set[str]) -> pd.DataFrame:
     return df
 
 
-def normalised_hypotheses(transcript: str | Path) -> dict[str, str]:
+def normalized_hypotheses(transcript: str | Path) -> dict[str, str]:
     """Utterance id -> its hypothesis as scored (Whisper's English normalisation)."""
     import json
 
@@ -159,7 +159,7 @@ def add_agreement(rows: list[dict], cells: list[dict], quants: list[dict]) -> No
     """``same_as_fp32`` / ``same_as_fp32_pct``: utterances whose normalised hypothesis is exactly the fp32
     cell's (same model, device and corpus): the parity of a runtime's float32 cell, the regressions of a
     quantised one.  The fp32 cell itself is 100 %; NaN without an ok fp32 cell."""
-    fp32 = {(r["model"], r["device"], r["corpus"]): normalised_hypotheses(c["transcript"])
+    fp32 = {(r["model"], r["device"], r["corpus"]): normalized_hypotheses(c["transcript"])
             for r, c, q in zip(rows, cells, quants, strict=True)
             if q.get("library") == "fp32" and r["status"] == "ok" and c.get("transcript")}
     for r, c in zip(rows, cells, strict=True):
@@ -167,7 +167,7 @@ def add_agreement(rows: list[dict], cells: list[dict], quants: list[dict]) -> No
         if ref is None or r["status"] != "ok" or not c.get("transcript"):
             r["same_as_fp32"] = r["same_as_fp32_pct"] = math.nan
             continue
-        hyps = normalised_hypotheses(c["transcript"])
+        hyps = normalized_hypotheses(c["transcript"])
         same = sum(hyps.get(k) == v for k, v in ref.items())
         r["same_as_fp32"] = same
         r["same_as_fp32_pct"] = 100.0 * same / len(ref) if ref else math.nan

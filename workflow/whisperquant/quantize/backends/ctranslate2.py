@@ -51,7 +51,7 @@ class CTranslate2(Engine):
     library = "ctranslate2"
     parameters = {"compute_type": (tuple(COMPUTE_TYPES), "int8")}
     devices = ("cpu", "cuda")
-    honours_targets = False
+    honors_targets = False
     artifact_files = ("model.bin", "config.json")
 
     def check(self, scheme: str, params: dict) -> None:

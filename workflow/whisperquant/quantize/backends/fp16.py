@@ -22,7 +22,7 @@ class FP16(ModuleBackend):
     library = "fp16"
     parameters = {"dtype": (_DTYPES, "float16")}
     devices = ("cpu", "cuda")
-    honours_targets = False
+    honors_targets = False
 
     def bits(self, params: dict) -> float:
         return 16.0

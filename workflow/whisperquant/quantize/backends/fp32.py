@@ -11,7 +11,7 @@ from ..modules import ModuleBackend
 class FP32(ModuleBackend):
     library = "fp32"
     devices = ("cpu", "cuda")
-    honours_targets = False
+    honors_targets = False
 
     def method(self, params: dict) -> str:
         return "none (fp32 baseline)"
