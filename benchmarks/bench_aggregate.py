@@ -22,13 +22,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
+from whisperquant.report.markdown import summary_markdown
 from whisperquant.report.plots import (
     plot_clean_vs_noisy,
     plot_size_vs_wer,
     plot_speed_vs_wer,
     plot_wer_vs_bits,
 )
-from whisperquant.report.tables import add_statistics, read_utt_scores, summary_markdown
+from whisperquant.report.statistics import add_statistics, read_utt_scores
 
 MODELS = {"whisper-tiny.en": (37.8e6, 0.055), "whisper-base.en": (72.6e6, 0.042)}
 CORPORA = {"librispeech-clean": 1.0, "librispeech-noisy": 2.6}

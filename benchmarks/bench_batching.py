@@ -24,7 +24,7 @@ def main() -> None:
     from transformers import WhisperProcessor
     from whisperquant.data.audio import load_audio
     from whisperquant.evaluate.transcribe import generate_kwargs_for, load_corpus
-    from whisperquant.quantize.base import load_fp32
+    from whisperquant.quantize.modules import load_fp32
 
     torch.set_num_threads(args.threads)
     mdir = _common.model_dir(args.model)

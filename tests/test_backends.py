@@ -177,7 +177,7 @@ def quantized(tiny_whisper_dir, tiny_whisper_features, tmp_path_factory):
     import warnings
 
     import torch
-    from whisperquant.quantize.base import load_fp32, target_linears
+    from whisperquant.quantize.modules import load_fp32, target_linears
 
     warnings.filterwarnings("ignore", message=".*max_new_tokens.*")
     root = tmp_path_factory.mktemp("artifacts")
@@ -368,7 +368,7 @@ FULL_GRID = _full_grid()
 def test_full_grid_runs_on_cpu(tiny_whisper_dir, tiny_whisper_features, tmp_path, library, params):
     """Every combination the study lists: quantise -> save -> load (same process) -> same tokens."""
     import torch
-    from whisperquant.quantize.base import load_fp32, target_linears
+    from whisperquant.quantize.modules import load_fp32, target_linears
     from whisperquant.quantize.sizes import artifact_sizes
 
     b = get_backend(library)

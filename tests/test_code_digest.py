@@ -12,58 +12,58 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from whisperquant import config
+from whisperquant import provenance
 from workflow_utils import copy_repo, copy_run, finished_run, planned_jobs, small_config
 
-LIBRARIES = sorted(p.stem for p in (config.PACKAGE / "quantize" / "backends").glob("[!_]*.py"))
-SOURCES = sorted(p.stem for p in (config.PACKAGE / "data" / "sources").glob("[!_]*.py"))
+LIBRARIES = sorted(p.stem for p in (provenance.PACKAGE / "quantize" / "backends").glob("[!_]*.py"))
+SOURCES = sorted(p.stem for p in (provenance.PACKAGE / "data" / "sources").glob("[!_]*.py"))
 
 
 @pytest.fixture
 def package(tmp_path, monkeypatch):
     copy = tmp_path / "whisperquant"
-    shutil.copytree(config.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(config, "PACKAGE", copy)
-    config.code_digest.cache_clear()
+    shutil.copytree(provenance.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(provenance, "PACKAGE", copy)
+    provenance.code_digest.cache_clear()
     yield copy
-    config.code_digest.cache_clear()
+    provenance.code_digest.cache_clear()
 
 
 def _edit(path):
     path.write_text(path.read_text() + "\n# edited\n")
-    config.code_digest.cache_clear()
+    provenance.code_digest.cache_clear()
 
 
 def test_editing_one_backend_changes_only_its_librarys_digest(package):
-    before = {lib: config.code_digest("quantize", lib) for lib in ("hqq", "bnb", "pytorch")}
-    whole = config.code_digest("quantize")
+    before = {lib: provenance.code_digest("quantize", lib) for lib in ("hqq", "bnb", "pytorch")}
+    whole = provenance.code_digest("quantize")
     _edit(package / "quantize" / "backends" / "bnb.py")
-    assert config.code_digest("quantize", "bnb") != before["bnb"]
-    assert config.code_digest("quantize", "hqq") == before["hqq"]
-    assert config.code_digest("quantize", "pytorch") == before["pytorch"]
-    assert config.code_digest("quantize") != whole  # without a variant, every module counts
+    assert provenance.code_digest("quantize", "bnb") != before["bnb"]
+    assert provenance.code_digest("quantize", "hqq") == before["hqq"]
+    assert provenance.code_digest("quantize", "pytorch") == before["pytorch"]
+    assert provenance.code_digest("quantize") != whole  # without a variant, every module counts
 
 
 def test_shared_quantize_code_changes_every_librarys_digest(package):
-    before = {lib: config.code_digest("transcribe", lib) for lib in LIBRARIES}
+    before = {lib: provenance.code_digest("transcribe", lib) for lib in LIBRARIES}
     _edit(package / "quantize" / "base.py")
-    assert all(config.code_digest("transcribe", lib) != d for lib, d in before.items())
+    assert all(provenance.code_digest("transcribe", lib) != d for lib, d in before.items())
 
 
 def test_a_helper_module_counts_for_the_libraries_that_import_it(package):
-    before = {lib: config.code_digest("transcribe", lib) for lib in ("hqq", "pytorch", "bnb")}
+    before = {lib: provenance.code_digest("transcribe", lib) for lib in ("hqq", "pytorch", "bnb")}
     _edit(package / "quantize" / "linear_swap.py")  # hqq and pytorch import it, bnb does not
-    assert config.code_digest("transcribe", "hqq") != before["hqq"]
-    assert config.code_digest("transcribe", "pytorch") != before["pytorch"]
-    assert config.code_digest("transcribe", "bnb") == before["bnb"]
+    assert provenance.code_digest("transcribe", "hqq") != before["hqq"]
+    assert provenance.code_digest("transcribe", "pytorch") != before["pytorch"]
+    assert provenance.code_digest("transcribe", "bnb") == before["bnb"]
 
 
 def test_a_corpus_source_counts_the_sibling_modules_it_imports(package):
-    before = {src: config.code_digest("corpus", src) for src in ("kaldi", "embedded", "manifest")}
+    before = {src: provenance.code_digest("corpus", src) for src in ("kaldi", "embedded", "manifest")}
     _edit(package / "data" / "sources" / "manifest.py")  # kaldi imports from it
-    assert config.code_digest("corpus", "manifest") != before["manifest"]
-    assert config.code_digest("corpus", "kaldi") != before["kaldi"]
-    assert config.code_digest("corpus", "embedded") == before["embedded"]
+    assert provenance.code_digest("corpus", "manifest") != before["manifest"]
+    assert provenance.code_digest("corpus", "kaldi") != before["kaldi"]
+    assert provenance.code_digest("corpus", "embedded") == before["embedded"]
 
 
 
@@ -75,14 +75,14 @@ def _digests() -> dict[tuple, str]:
     keys = [("model",), ("score",), ("report",), *(("corpus", s) for s in SOURCES),
             *(("quantize", lib, cal) for lib in LIBRARIES for cal in (False, True)),
             *(("transcribe", lib) for lib in LIBRARIES), *(("sensitivity", lib, True) for lib in LIBRARIES)]
-    return {k: config.code_digest(*k) for k in keys}
+    return {k: provenance.code_digest(*k) for k in keys}
 
 
 def _changed(package, path: str, text: str = "\n# edited\n") -> set[tuple]:
     before = _digests()
     file = package / path
     file.write_text(file.read_text() + text)
-    config.code_digest.cache_clear()
+    provenance.code_digest.cache_clear()
     after = _digests()
     return {k for k in before if after[k] != before[k]}
 
@@ -97,8 +97,12 @@ def test_the_decoding_rule_reruns_transcription_and_calibration_only(package):
     )
 
 
-def test_the_plotting_module_redraws_the_report_and_the_sensitivity_figures(package):
-    assert _changed(package, "report/plots.py") == {("report",)} | _all("sensitivity", True)
+def test_the_shared_figure_code_redraws_the_report_and_the_sensitivity_figures(package):
+    assert _changed(package, "report/figure.py") == {("report",)} | _all("sensitivity", True)
+
+
+def test_the_summary_plots_redraw_the_report_only(package):
+    assert _changed(package, "report/plots.py") == {("report",)}
 
 
 def test_the_ctranslate2_reader_counts_for_the_model_import_and_the_ctranslate2_backend(package):
@@ -134,30 +138,30 @@ def test_jobs_counts_per_function(package):
     text = jobs.read_text()
     before = _digests()
     jobs.write_text(text.replace("def score_job(", "def score_job(  # edited\n", 1))
-    config.code_digest.cache_clear()
+    provenance.code_digest.cache_clear()
     assert {k for k, d in _digests().items() if d != before[k]} == {("score",)}
-    jobs.write_text(text.replace("def load_calibration(", "def load_calibration(  # edited\n", 1))
-    config.code_digest.cache_clear()
-    assert {k for k, d in _digests().items() if d != before[k]} == _all("quantize", True) | _all("sensitivity", True)
+    jobs.write_text(text.replace("def sensitivity_job(", "def sensitivity_job(  # edited\n", 1))
+    provenance.code_digest.cache_clear()
+    assert {k for k, d in _digests().items() if d != before[k]} == _all("sensitivity", True)
 
 
 def test_digests_parse_the_sources_without_importing_them(package):
     (package / "quantize" / "backends" / "hqq.py").write_text("raise RuntimeError('imported')\n")
-    config.code_digest.cache_clear()
-    assert config.code_digest("transcribe", "hqq")
-    assert any(f.startswith("jobs.py:") and "transcribe_job" in f for f in config.stage_files("transcribe", "hqq"))
-    assert "config.py" not in config.stage_files("transcribe", "hqq")
+    provenance.code_digest.cache_clear()
+    assert provenance.code_digest("transcribe", "hqq")
+    assert any(f.startswith("jobs.py:") and "transcribe_job" in f for f in provenance.stage_files("transcribe", "hqq"))
+    assert not any(f.startswith(("config/", "provenance.py")) for f in provenance.stage_files("transcribe", "hqq"))
 
 
 def test_a_new_stage_is_one_entry(package, monkeypatch):
-    monkeypatch.setitem(config.STAGE_ENTRIES, "timing", ("jobs:timing_job",))
+    monkeypatch.setitem(provenance.STAGE_ENTRIES, "timing", ("jobs:timing_job",))
     with pytest.raises(LookupError, match="defines no 'timing_job'"):
-        config.code_digest("timing")
+        provenance.code_digest("timing")
     jobs = package / "jobs.py"
     jobs.write_text(jobs.read_text() + "\n\ndef timing_job():\n    from .evaluate.stats import pareto_frontier\n")
-    config.code_digest.cache_clear()
-    assert "evaluate/stats.py" in config.stage_files("timing")
-    assert "jobs.py:timing_job" in config.stage_files("timing")
+    provenance.code_digest.cache_clear()
+    assert "evaluate/stats.py" in provenance.stage_files("timing")
+    assert "jobs.py:timing_job" in provenance.stage_files("timing")
 
 
 # --- end to end: what `snakemake -n` plans after one edit, in a copy of a finished run ---
@@ -185,7 +189,7 @@ E2E_EXPECTED = {
                                  "score": CELLS, **REPORT},
     "data/sources/kaldi.py": {},  # no corpus of the run is a Kaldi one
     "evaluate/scoring.py": {"score": CELLS, **REPORT},
-    "report/plots.py": {"sensitivity": 1, **REPORT},
+    "report/figure.py": {"sensitivity": 1, **REPORT},
 }
 
 

@@ -39,7 +39,7 @@ def test_greedy_tokens_equal_ctranslate2(tiny_en, tiny_en_ct2_dir, two_clip_corp
     from transformers import WhisperProcessor
     from whisperquant.data.audio import load_audio
     from whisperquant.evaluate.transcribe import load_corpus
-    from whisperquant.quantize.base import load_fp32
+    from whisperquant.quantize.modules import load_fp32
 
     model = load_fp32(tiny_en)
     processor = WhisperProcessor.from_pretrained(str(tiny_en))

@@ -38,7 +38,7 @@ def reference(tiny_en, clips):
     """transformers fp32's tokens for the two clips, full length and capped at 5 new tokens."""
     import torch
     from whisperquant.evaluate.transcribe import generate_kwargs_for
-    from whisperquant.quantize.base import load_fp32
+    from whisperquant.quantize.modules import load_fp32
 
     processor, _, feats = clips
     model = load_fp32(tiny_en)
@@ -52,7 +52,7 @@ def reference(tiny_en, clips):
 
 def _build(library: str, spec: dict, tiny_en, out_dir):
     from whisperquant.quantize import get_backend
-    from whisperquant.quantize.base import linear_names
+    from whisperquant.quantize.modules import linear_names
 
     backend = get_backend(library)
     params = backend.resolve("test", spec)
@@ -112,7 +112,7 @@ def test_static_engine_schemes_calibrate_and_decode(library, spec, tiny_en, clip
     mechanics), int8 activations, and still transcribing."""
     from whisperquant.evaluate.scoring import corpus_errors
     from whisperquant.quantize import get_backend
-    from whisperquant.quantize.base import linear_names
+    from whisperquant.quantize.modules import linear_names
 
     _, utts, feats = clips
     backend = get_backend(library)
@@ -138,7 +138,7 @@ def test_pt2e_static_int8_is_close_to_fp32_and_stores_int8(tiny_en, clips, refer
     Linears, no float copy of a target weight left in the archive."""
     from whisperquant.evaluate.scoring import corpus_errors
     from whisperquant.quantize import get_backend
-    from whisperquant.quantize.base import linear_names
+    from whisperquant.quantize.modules import linear_names
 
     _, utts, feats = clips
     backend = get_backend("pt2e")
@@ -167,7 +167,7 @@ def test_pt2e_exported_decoder_step_equals_the_eager_one(tiny_en):
     import torch
     from whisperquant.quantize.backends._graphs import graphs
     from whisperquant.quantize.backends.pt2e import _example_inputs, _export
-    from whisperquant.quantize.base import load_fp32
+    from whisperquant.quantize.modules import load_fp32
 
     model = load_fp32(tiny_en)
     encoder, decoder = graphs(model)
@@ -187,7 +187,8 @@ def test_pt2e_exported_decoder_step_equals_the_eager_one(tiny_en):
 
 def test_onnx_export_names_every_linear_after_its_module(tiny_en, tmp_path):
     from whisperquant.quantize.backends._graphs import export_onnx, onnx_linear_nodes
-    from whisperquant.quantize.base import DEFAULT_TARGETS, linear_names, load_fp32
+    from whisperquant.quantize.base import DEFAULT_TARGETS
+    from whisperquant.quantize.modules import linear_names, load_fp32
 
     model = load_fp32(tiny_en)
     enc, dec = export_onnx(model, tmp_path, frames=3000)
@@ -231,16 +232,16 @@ def test_onnxruntime_without_prepacking_holds_less_and_decodes_the_same(tiny_en,
     ``session.disable_prepacking`` that copy is not made.  Measured here as the job measures
     ``model_mem_mb`` (gc + malloc_trim before and after loading): 177 MB with prepacking, 110 MB without.
     """
+    from whisperquant.evaluate.memory import settled_rss_mb
     from whisperquant.evaluate.transcribe import generate_kwargs_for
-    from whisperquant.jobs import _settled_rss_mb
 
     feats = clips[2]
     backend, params, _ = _build("onnxruntime", INT8["onnxruntime"], tiny_en, tmp_path)
     grown, hyps = {}, {}
     for prepack in (False, True):
-        rss0 = _settled_rss_mb()
+        rss0 = settled_rss_mb()
         model = backend.load(tiny_en, {**params, "prepack": prepack}, tmp_path, "cpu")
-        grown[prepack] = _settled_rss_mb() - rss0
+        grown[prepack] = settled_rss_mb() - rss0
         hyps[prepack] = [list(map(int, t)) for t in model.generate(feats, **generate_kwargs_for(model, "en", 64))]
         del model
     print(f"ONNX Runtime int8 on tiny.en, MB held after loading: {grown}")

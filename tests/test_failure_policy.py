@@ -12,14 +12,14 @@ import json
 
 import pytest
 from whisperquant.jobs import quantize_job, transcribe_job
-from whisperquant.quantize import DEFAULT_TARGETS, Backend, LibraryLimitation, register
+from whisperquant.quantize import DEFAULT_TARGETS, LibraryLimitation, ModuleBackend, register
 from whisperquant.quantize.artifact import record_path
 from whisperquant.quantize.registry import unregister
 
 
 def _toy(error: BaseException, where: str):
     @register
-    class Broken(Backend):
+    class Broken(ModuleBackend):
         library = "broken"
 
         def quantize_model(self, model, params, calibration=None):

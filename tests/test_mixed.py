@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from whisperquant.quantize import mixed
-from whisperquant.quantize.registry import SchemeError
+from whisperquant.quantize.errors import SchemeError
 
 LAYERS = ["a", "b", "c", "d"]
 TABLE = [{"module": "a", "kl": "0.001"}, {"module": "b", "kl": "0.5"}, {"module": "c", "kl": "0.02"},

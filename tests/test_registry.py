@@ -15,7 +15,7 @@ import sys
 import pytest
 from conftest import REPO
 from whisperquant.config import ConfigError, cells, check_config, validate_schema
-from whisperquant.quantize import Backend, SchemeError, get_backend, libraries, register
+from whisperquant.quantize import ModuleBackend, SchemeError, get_backend, libraries, register
 from whisperquant.quantize.registry import unregister
 
 HEAVY = ("torch", "transformers", "hqq", "optimum", "bitsandbytes", "torchao")
@@ -69,7 +69,7 @@ def test_unknown_library_names_the_valid_ones():
 @pytest.fixture
 def toy_backend():
     @register
-    class Toy(Backend):
+    class Toy(ModuleBackend):
         """A library that rounds weights to a grid of ``levels`` values (test only)."""
 
         library = "toy"

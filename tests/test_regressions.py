@@ -64,7 +64,7 @@ def test_flags_normalise_raw_text_on_request():
 def test_score_job_writes_flags(tmp_path):
     from whisperquant.data.manifest import Row, write_manifest
     from whisperquant.jobs import score_job
-    from whisperquant.report.tables import read_utt_scores
+    from whisperquant.report.statistics import read_utt_scores
 
     refs = {"u0": "The gym was closed.", "u1": "Hello there.", "u2": "No, no, no, no!", "u3": "Fine."}
     hyps = {"u0": "The gym gym gym gym.", "u1": "", "u2": "No no no no.", "u3": "fine"}

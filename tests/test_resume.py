@@ -185,8 +185,9 @@ def _complete_batches(partial: Path) -> int:
 
 @pytest.mark.slow
 def test_killed_transcription_resumes_without_redoing_batches(tmp_path_factory, default_config, download_cache):
-    from whisperquant.config import check_config, code_digest, validate_schema
+    from whisperquant.config import check_config, validate_schema
     from whisperquant.jobs import transcribe_job
+    from whisperquant.provenance import code_digest
 
     base = small_config(default_config, download_cache)
     work = copy_run(finished_run(tmp_path_factory, base), tmp_path_factory.mktemp("resume") / "run")

@@ -9,7 +9,7 @@ from test_stats import _row, _utt
 from whisperquant.config import ConfigError, check_config, validate_schema
 from whisperquant.evaluate.stats import cluster_sums
 from whisperquant.report.aggregate import read_speakers
-from whisperquant.report.tables import add_statistics
+from whisperquant.report.statistics import add_statistics
 from workflow_utils import small_config
 
 

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from whisperquant.evaluate.stats import PairedResult, bootstrap_wer_ci, paired_bootstrap_delta, pareto_frontier
-from whisperquant.report.tables import STAT_COLUMNS, add_statistics, read_utt_scores, sort_summary, summary_markdown
+from whisperquant.report.markdown import summary_markdown
+from whisperquant.report.order import sort_summary
+from whisperquant.report.statistics import STAT_COLUMNS, add_statistics, read_utt_scores
 
 # --------------------------------------------------------------------------- bootstrap
 

@@ -9,13 +9,13 @@ from whisperquant.config import (  # noqa: E402
     ConfigError,
     cells,
     check_config,
-    code_digest,
     downloads_dir,
     grid_corpora,
     model_params,
     transcription_params,
     validate_schema,
 )
+from whisperquant.provenance import code_digest  # noqa: E402
 
 # whisperquant's own schema validation (the same JSON schema snakemake.utils.validate
 # would use, defaults filled in the same way), because its messages name the key path

@@ -1,8 +1,9 @@
 """What each stage writes, and the one atomic writer every stage uses.
 
 Records are plain JSON objects (sorted keys, NaN allowed) so a person can read
-them and any tool can join them; the ``TypedDict`` classes below document
-their keys.  Every output goes through :func:`write_text` (a temporary file in
+them and any tool can join them; the ``TypedDict`` classes below list every
+key a job writes, and the jobs write through :func:`write_record`, which
+refuses a key its type does not list.  Every output goes through :func:`write_text` (a temporary file in
 the same directory, then ``os.replace``), so a killed job never leaves a torn
 file that a rerun would mistake for a finished one.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -19,20 +21,24 @@ Status = Literal["ok", "failed", "unsupported"]
 
 class QuantRecord(TypedDict, total=False):
     """``results/quantized/<model>/<scheme>.json`` (beside the artifact directory ``<scheme>/``):
-    one quantised artifact, its sizes and the sha256 of each of its files."""
+    one quantised artifact, its sizes and the sha256 of each of its files (:func:`whisperquant.jobs.quantize_job`)."""
 
     model: str
     scheme: str
     library: str
-    params: dict[str, Any]
+    params: dict[str, Any]  # the scheme's parameters as configured (backend defaults filled)
     bits: float
     method: str
+    compute_dtype: str
+    host: dict[str, Any]  # whisperquant.evaluate.host.host_record of the quantising machine
     status: Status
     reason: str
     log: str
     quantize_s: float
     calibration_utterances: list[str]
     calibration_tokens: int  # greedy tokens per calibration batch (the evaluation's prompt)
+    mixed: dict[str, Any]  # a mixed scheme's plan: sensitivity, widths, mean_bits, plan, attempts[, estimated_bytes]
+    resolved_params: dict[str, Any]  # the library's own parameters the plan became (what loading uses)
     quantized_modules: int
     artifact_bytes: int
     param_bytes: int
@@ -41,37 +47,100 @@ class QuantRecord(TypedDict, total=False):
     file_sha256: dict[str, str]  # artifact file (relative path) -> sha256 hex (whisperquant.quantize.artifact)
 
 
-class TimingRecord(TypedDict, total=False):
-    """``results/transcripts/…/<corpus>.timing.json``: how one cell was transcribed and how fast."""
+class SensitivityRecord(TypedDict, total=False):
+    """``results/report/sensitivity/<model>/<scheme>.json``: the facts of one layer-sensitivity analysis
+    (:func:`whisperquant.jobs.sensitivity_job`; the table is the ``.csv`` beside it)."""
 
     model: str
     scheme: str
-    device: str
     library: str
-    corpus_manifest: str
-    status: Status
-    reason: str
-    log: str
+    params: dict[str, Any]
+    bits: float  # the width the layers were measured at (a mixed budget plans from it)
+    layers: int
+    batches: int
+    scored_positions: int
+    reference_s: float
+    total_s: float
+    max_new_tokens: int
+    calibration_utterances: list[str]
+    top5_by_kl: list[dict[str, Any]]
+
+
+class TranscriptionTiming(TypedDict, total=False):
+    """What the accuracy pass reports (:func:`whisperquant.evaluate.transcribe.transcribe_corpus`)."""
+
     utterances: int
     batches: int
     resumed_batches: int
-    wall_s: float
     audio_s: float
-    rtf: float
-    rtfx: float
+    wall_s: float
     peak_rss_mb: float
     peak_gpu_mb: float
     batch_size: int
-    threads: int
-    load_s: float
+    device: str
 
 
-class ScoreRecord(TypedDict, total=False):
-    """``results/scores/…/<corpus>.json``: corpus word errors of one cell."""
+class PairedTiming(TypedDict, total=False):
+    """What the paired timing against fp32 reports (:func:`whisperquant.evaluate.speed.paired_timing`,
+    completed by :func:`whisperquant.jobs.time_against_fp32`)."""
 
+    timing_protocol: str
+    timing_settings: dict[str, Any]
+    pairs: int
+    pair_ratios: list[float]
+    timing_stop: str
+    timing_s: float
+    speedup_vs_fp32: float
+    speedup_low: float
+    speedup_high: float
+    self_ratio: float  # the fp32 cell only: its median against itself
+    rtfx: float
+    rtfx_low: float
+    rtfx_high: float
+    fp32_rtfx: float
+    fp32_rtfx_low: float
+    fp32_rtfx_high: float
+    rtf: float
+    timed_wall_s: float
+    timed_audio_s: float
+    core_s_per_audio_h: float
+    gpu_s_per_audio_h: float  # instead of core_s_per_audio_h on CUDA
+    cpu_s_per_audio_h: float
+    cores: int
+    energy_j_per_audio_h: float | None
+    energy_source: str
+    energy_reason: str
+    timing_priority: dict[str, Any]
+    load_1m_before: float | None
+    load_1m_after: float | None
+    timing_units: list[str]
+
+
+class TimingRecord(TranscriptionTiming, PairedTiming, total=False):
+    """``results/transcripts/…/<corpus>.timing.json``: how one cell was transcribed and how fast
+    (:func:`whisperquant.jobs.transcribe_job`)."""
+
+    model: str
+    scheme: str
+    library: str
+    corpus_manifest: str
+    compute_dtype: str
     status: Status
     reason: str
     log: str
+    host: dict[str, Any]  # whisperquant.evaluate.host.host_record of the transcribing machine
+    load_s: float
+    threads: int
+    exclusive: bool
+    model_mem_mb: float
+
+
+class ScoreRecord(TypedDict, total=False):
+    """``results/scores/…/<corpus>.json``: corpus word errors of one cell (:func:`whisperquant.jobs.score_job`)."""
+
+    status: Status
+    reason: str | None
+    log: str | None
     n_utts: int
     ref_words: int
     substitutions: int
@@ -80,6 +149,27 @@ class ScoreRecord(TypedDict, total=False):
     hits: int
     errors: int
     wer: float
+    empty_hyps: int
+    looping_hyps: int
+
+
+def undeclared_keys(kind: type, record: Mapping[str, Any]) -> list[str]:
+    """The keys of ``record`` that the record type ``kind`` (one of the ``TypedDict`` classes above) does not list."""
+    return sorted(set(record) - set(kind.__required_keys__ | kind.__optional_keys__))
+
+
+def write_record(path: str | Path, kind: type, record: Mapping[str, Any]) -> Path:
+    """:func:`write_json` of a stage's record, refused if it holds a key its type ``kind`` does not list.
+
+    The record types are the one description of what each stage writes (the report, the
+    tests and a reader of ``results/`` go by them), so a key added to a job without its type
+    is a bug caught where it is written, naming the key and the type to add it to.
+    """
+    extra = undeclared_keys(kind, record)
+    if extra:
+        raise TypeError(f"{path}: the record has key(s) {extra} that {kind.__name__} "
+                        f"(whisperquant/records.py) does not list; declare them there")
+    return write_json(path, dict(record))
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -128,7 +128,7 @@ def compare_manifests(a: str | Path, b: str | Path, *, check_audio: bool = True)
     return diffs
 
 
-def materialise(utts: Iterable[tuple[str, str, Callable[[], np.ndarray]]], out_dir: str | Path) -> Path:
+def materialize(utts: Iterable[tuple[str, str, Callable[[], np.ndarray]]], out_dir: str | Path) -> Path:
     """Write each (id, reference, load_samples) as a WAV, then the manifest.
 
     ``load_samples`` returns 16 kHz mono float samples.  The WAVs are staged and moved into

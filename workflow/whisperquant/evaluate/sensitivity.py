@@ -89,7 +89,7 @@ def layer_sensitivity(model_dir: Path, library: str, params: dict, calibration: 
     from tqdm import tqdm
 
     from ..quantize import get_backend
-    from ..quantize.base import linear_names, load_fp32
+    from ..quantize.modules import linear_names, load_fp32
 
     backend = get_backend(library)
     t0 = time.perf_counter()

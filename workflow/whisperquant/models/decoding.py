@@ -23,7 +23,7 @@ def generate_kwargs_for(model, language: str, max_new_tokens: int) -> dict:
     """Greedy decoding; multilingual checkpoints get the language and the transcribe task.
 
     Plain keyword arguments, as ``WhisperForConditionalGeneration.generate`` documents them and as
-    the pipeline's own engines (``quantize/backends/_engine.py``) take them.  Also silences the three
+    the pipeline's own engines (``quantize/engine.py``) take them.  Also silences the three
     warnings transformers logs on every such call that say nothing about this call (see
     :func:`quiet_whisper_generate_warnings`).
     """

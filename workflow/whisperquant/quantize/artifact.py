@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from ..records import read_json
+
 #: The record's key: relative path (POSIX) -> sha256 hex digest of each artifact file.
 DIGESTS_KEY = "file_sha256"
 #: Files in an artifact directory that are not the artifact's (Snakemake stamps directory outputs).
@@ -67,3 +69,12 @@ def verify_artifact(folder: str | Path, record: dict) -> None:
     if problems:
         raise ValueError(f"{folder}: the artifact no longer matches its record {record_path(folder)}: "
                          + "; ".join(problems) + f". Refusing to use it: {fix}")
+
+
+def verified_record(artifact_dir: str | Path) -> dict:
+    """The quantize record beside ``artifact_dir``; for an ok one, the artifact's files checked against it
+    (:func:`verify_artifact`: a changed, missing or extra file is an error)."""
+    record = read_json(record_path(artifact_dir))
+    if record.get("status") == "ok":
+        verify_artifact(artifact_dir, record)
+    return record

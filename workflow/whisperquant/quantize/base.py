@@ -1,31 +1,35 @@
-"""The backend interface: one quantisation library, one module, one registered class.
+"""The backend contract: what every quantisation library and runtime of the grid offers.
 
-A backend turns a loaded fp32 ``WhisperForConditionalGeneration`` into a
-quantised one for a scheme's parameters, saves it as safetensors (+ JSON),
-and loads it back for inference.  It also declares, *before any work runs*,
-which devices and parameter values it supports, so the workflow can report an
-unsupported cell as a row instead of crashing the grid.
+A backend declares, *before any work runs*, which parameters, devices and
+parameter values it supports (so the workflow reports an unsupported cell as
+a row instead of crashing the grid), builds the artifact of a scheme from the
+fp32 checkpoint, sizes it, and loads it for inference.  Two kinds implement it:
+
+- :class:`~whisperquant.quantize.modules.ModuleBackend`: a PyTorch-side library
+  that quantises the transformers ``nn.Module`` and saves it (its Linear-swapping
+  form: :class:`~whisperquant.quantize.linear_swap.LinearSwapBackend`);
+- :class:`~whisperquant.quantize.engine.Engine`: a deployment runtime that
+  converts the checkpoint into its own format and decodes with its own kernels.
 
 Adding a library = one new module in ``quantize/backends/`` named after the
-library, holding one :class:`Backend` subclass (see
-:mod:`whisperquant.quantize.registry`).  Nothing here imports torch at module
-level: the configuration-time methods run while Snakemake plans the DAG.
+library, holding one subclass of either (see :mod:`whisperquant.quantize.registry`).
+Nothing here imports torch: the configuration-time methods run while Snakemake
+plans the DAG.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .registry import SchemeError
+from .errors import SchemeError
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_TARGETS", "Backend", "SchemeError", "cuda_present"]
+__all__ = ["DEFAULT_TARGETS", "Backend", "cuda_present"]
 
 #: Linear layers quantised by default: every nn.Linear of encoder and decoder.
 #: The output projection ``proj_out`` is tied to the token embedding and stays
@@ -51,7 +55,7 @@ def cuda_present() -> bool:
 
 
 class Backend(ABC):
-    """One quantisation library."""
+    """One quantisation library or runtime: its configuration-time checks and its artifact."""
 
     library: ClassVar[str]
     #: Parameter name -> (allowed values or a type, default).  Unknown parameter
@@ -62,7 +66,7 @@ class Backend(ABC):
     #: ``mixed:`` block with widths other than ``float`` needs (:mod:`whisperquant.quantize.mixed`).
     per_layer_bits: ClassVar[bool] = False
     #: Whether the scheme's ``targets`` select what is quantised (a ``mixed:`` block narrows them).
-    honours_targets: ClassVar[bool] = True
+    honors_targets: ClassVar[bool] = True
 
     # ---- configuration time (no torch import needed) -------------------------
     def resolve(self, scheme: str, params: dict) -> dict:
@@ -95,7 +99,7 @@ class Backend(ABC):
         if "mixed" in params:
             from .mixed import check_spec
 
-            if not self.honours_targets:
+            if not self.honors_targets:
                 raise SchemeError(f"schemes.{scheme}.mixed: {self.library} quantises no chosen set of layers")
             allowed = self.parameters.get("bits", (None,))[0] if self.per_layer_bits else None
             check_spec(scheme, params["mixed"], allowed)
@@ -147,124 +151,19 @@ class Backend(ABC):
         """Model-dependent checks (e.g. group size divides the layer width)."""
 
     # ---- run time ------------------------------------------------------------
-    def quantize(self, base_model_dir: Path, params: dict,
-                 calibration: list[torch.Tensor] | None = None) -> torch.nn.Module:
-        """Load the fp32 model from ``base_model_dir`` and quantise it for ``params``.
-
-        ``calibration`` holds log-mel feature batches (only for schemes that
-        :meth:`needs_calibration`).  Backends that quantise while loading
-        (bitsandbytes) override this; the others implement :meth:`quantize_model`.
-        """
-        return self.quantize_model(load_fp32(base_model_dir), params, calibration)
-
-    def quantize_model(self, model: torch.nn.Module, params: dict,
-                       calibration: list[torch.Tensor] | None = None) -> torch.nn.Module:
-        raise NotImplementedError
-
+    @abstractmethod
     def build(self, base_model_dir: Path, params: dict, calibration: list[torch.Tensor] | None,
               out_dir: Path) -> None:
-        """Make the artifact of ``params`` in ``out_dir``: quantise, then save (engines override)."""
-        self.save(self.quantize(base_model_dir, params, calibration), params, out_dir)
+        """Make the artifact of ``params`` from the fp32 checkpoint in ``base_model_dir``, in ``out_dir``.
 
+        ``calibration`` holds log-mel feature batches (only for schemes that :meth:`needs_calibration`).
+        """
+
+    @abstractmethod
     def sizes(self, artifact_dir: Path, quantized_modules: list[str]) -> dict[str, int]:
-        """Artifact, parameter, quantised-module and float bytes (:mod:`whisperquant.quantize.sizes`)."""
-        from .sizes import artifact_sizes
-
-        return artifact_sizes(artifact_dir, quantized_modules)
+        """``artifact_bytes``, ``param_bytes``, ``quantized_module_bytes`` and ``float_param_bytes`` of
+        the artifact; ``quantized_modules`` are the target Linears' names."""
 
     @abstractmethod
-    def save(self, model: torch.nn.Module, params: dict, out_dir: Path) -> None:
-        """Write the quantised weights (safetensors) and any metadata (JSON) to ``out_dir``."""
-
-    @abstractmethod
-    def load(self, base_model_dir: Path, params: dict, artifact_dir: Path, device: str) -> torch.nn.Module:
-        """Rebuild the quantised model from ``artifact_dir`` (and the fp32 config) for inference."""
-
-
-def target_linears(model: torch.nn.Module, pattern: str) -> list[str]:
-    """Names of the nn.Linear modules whose qualified name matches ``pattern``."""
-    import torch
-
-    rx = re.compile(pattern)
-    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and rx.search(n)]
-
-
-def set_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
-def load_fp32(model_dir: Path, device: str = "cpu") -> torch.nn.Module:
-    """The fp32 transformers model, in eval mode, safetensors only, SDPA attention."""
-    from transformers import WhisperForConditionalGeneration
-
-    model = WhisperForConditionalGeneration.from_pretrained(
-        str(model_dir), dtype="float32", use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa"
-    )
-    return model.eval().to(device)
-
-
-def architecture(model_dir: Path) -> torch.nn.Module:
-    """The model's module tree from config.json on the meta device: names and types, no weights."""
-    import torch
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    with torch.device("meta"):
-        return WhisperForConditionalGeneration(WhisperConfig.from_pretrained(str(model_dir)))
-
-
-def skeleton(model_dir: Path) -> torch.nn.Module:
-    """An inference-ready module tree with no weights yet: filled from an artifact by :func:`fill`.
-
-    Loading a quantised artifact onto this instead of :func:`load_fp32` never
-    materialises the fp32 weights, so the memory a loaded model holds is what its
-    artifact holds.  Same attention implementation and generation config as
-    :func:`load_fp32`.
-    """
-    import torch
-    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
-
-    config = WhisperConfig.from_pretrained(str(model_dir), attn_implementation="sdpa")
-    with torch.device("meta"):
-        model = WhisperForConditionalGeneration(config)
-    model.generation_config = GenerationConfig.from_pretrained(str(model_dir))
-    return model.eval()
-
-
-def fill(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """Put ``tensors`` (state-dict names) into a :func:`skeleton` by assignment, tie, check nothing is left."""
-    import torch
-
-    params = dict(model.named_parameters(remove_duplicate=False))
-    buffers = dict(model.named_buffers(remove_duplicate=False))
-    for name, t in tensors.items():
-        owner, _, attr = name.rpartition(".")
-        module = model.get_submodule(owner)
-        if name in params:
-            setattr(module, attr, torch.nn.Parameter(t, requires_grad=False))
-        elif name in buffers:
-            module._buffers[attr] = t
-        else:
-            raise KeyError(f"artifact tensor {name!r} has no counterpart in the model")
-    model.tie_weights()
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:
-        raise KeyError(f"the artifact does not provide {len(left)} tensor(s) of the model, e.g. {left[0]}")
-    return model
-
-
-def linear_names(model_dir: Path, pattern: str) -> tuple[list[str], list[str]]:
-    """(Linears matching ``pattern``, the other Linears), read without loading any weight."""
-    import torch
-
-    model = architecture(model_dir)
-    targets = target_linears(model, pattern)
-    others = sorted(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n not in targets)
-    return targets, others
-
-
-def write_params(out_dir: Path, library: str, params: dict, extra: dict | None = None) -> None:
-    (out_dir / "quantization.json").write_text(
-        json.dumps({"library": library, "params": params, **(extra or {})}, indent=2, sort_keys=True) + "\n"
-    )
+    def load(self, base_model_dir: Path, params: dict, artifact_dir: Path, device: str) -> Any:
+        """The model of ``artifact_dir`` ready for inference: something with transformers' ``generate``."""

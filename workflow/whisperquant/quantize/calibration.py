@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -77,3 +78,18 @@ def run_calibration(model: torch.nn.Module, calibration: CalibrationSet | list |
     with torch.no_grad():
         for feats in calibration:
             model.generate(feats, **gen)
+
+
+def load_calibration(model_dir: str | Path, manifest: str | Path, settings: dict) -> tuple[CalibrationSet, list[str]]:
+    """The calibration set of a calibrated job: the first ``settings['utterances']`` utterances of
+    ``manifest`` as log-mel batches, decoded with ``settings``' token limit and language; and their ids."""
+    from transformers import WhisperProcessor
+
+    from ..data.audio import load_audio
+    from ..evaluate.transcribe import load_corpus
+
+    utts = load_corpus(manifest)[: int(settings["utterances"])]
+    processor = WhisperProcessor.from_pretrained(str(model_dir))
+    batches = calibration_features(processor, [load_audio(u.audio_path, u.id) for u in utts])
+    return (CalibrationSet(batches, int(settings["max_new_tokens"]), settings.get("language", "en")),
+            [u.id for u in utts])

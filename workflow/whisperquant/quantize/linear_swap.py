@@ -17,7 +17,7 @@ from abc import abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import Backend, fill, set_module, skeleton, target_linears, write_params
+from .modules import ModuleBackend, fill, set_module, skeleton, target_linears, write_params
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 WEIGHTS = "model.safetensors"
 
 
-class LinearSwapBackend(Backend):
+class LinearSwapBackend(ModuleBackend):
     """A backend whose quantised model differs from fp32 only in its target Linears."""
 
     @abstractmethod

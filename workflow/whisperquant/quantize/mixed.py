@@ -33,7 +33,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 
-from .registry import SchemeError
+from .errors import SchemeError
 
 FLOAT = "float"
 KEYS = ("sensitivity", "keep", "keep_bits", "budget_mb", "choices")

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..data.manifest import SPEAKERS, read_speakers
 from ..evaluate.host import host_id, isa_label
-from ..records import read_json, write_text
+from ..records import QuantRecord, ScoreRecord, TimingRecord, read_json, write_text
 
 COLUMNS = [
     "model", "scheme", "library", "method", "bits", "compute_dtype", "device", "corpus", "status", "reason",
@@ -52,7 +52,7 @@ def _is_ct2_int8(quant: dict) -> bool:
     return quant.get("library") == "ctranslate2" and (quant.get("params") or {}).get("compute_type") == "int8"
 
 
-def cell_row(cell: dict, quant: dict, timing: dict, score: dict) -> dict:
+def cell_row(cell: dict, quant: QuantRecord, timing: TimingRecord, score: ScoreRecord) -> dict:
     """One summary row from the cell's three records (quantize, transcribe, score).
 
     ``compute_dtype`` is the timing record's (what the transcription ran in) if
@@ -145,7 +145,7 @@ def without_accuracy(df: pd.DataFrame, models: set[str]) -> pd.DataFrame:
     return df
 
 
-def normalised_hypotheses(transcript: str | Path) -> dict[str, str]:
+def normalized_hypotheses(transcript: str | Path) -> dict[str, str]:
     """Utterance id -> its hypothesis as scored (Whisper's English normalisation)."""
     import json
 
@@ -159,7 +159,7 @@ def add_agreement(rows: list[dict], cells: list[dict], quants: list[dict]) -> No
     """``same_as_fp32`` / ``same_as_fp32_pct``: utterances whose normalised hypothesis is exactly the fp32
     cell's (same model, device and corpus): the parity of a runtime's float32 cell, the regressions of a
     quantised one.  The fp32 cell itself is 100 %; NaN without an ok fp32 cell."""
-    fp32 = {(r["model"], r["device"], r["corpus"]): normalised_hypotheses(c["transcript"])
+    fp32 = {(r["model"], r["device"], r["corpus"]): normalized_hypotheses(c["transcript"])
             for r, c, q in zip(rows, cells, quants, strict=True)
             if q.get("library") == "fp32" and r["status"] == "ok" and c.get("transcript")}
     for r, c in zip(rows, cells, strict=True):
@@ -167,7 +167,7 @@ def add_agreement(rows: list[dict], cells: list[dict], quants: list[dict]) -> No
         if ref is None or r["status"] != "ok" or not c.get("transcript"):
             r["same_as_fp32"] = r["same_as_fp32_pct"] = math.nan
             continue
-        hyps = normalised_hypotheses(c["transcript"])
+        hyps = normalized_hypotheses(c["transcript"])
         same = sum(hyps.get(k) == v for k, v in ref.items())
         r["same_as_fp32"] = same
         r["same_as_fp32_pct"] = 100.0 * same / len(ref) if ref else math.nan
@@ -203,19 +203,22 @@ def write_report(cells: list[dict], unsupported: list[dict], out_csv: str | Path
     ``speakers``: corpus -> its ``speakers.tsv``, for a bootstrap over speakers
     (``report.bootstrap_unit: speaker``).
     """
-    from . import plots, study, tables
+    from . import plots, study
+    from .markdown import summary_markdown
+    from .order import sort_summary
+    from .statistics import add_statistics, read_utt_scores
 
     df = build_summary(cells, unsupported)
     random = {m for m, spec in (models or {}).items() if spec.get("source") == "random"}
     df = without_accuracy(df, random)
-    utt = {(c["model"], c["scheme"], c["device"], c["corpus"]): tables.read_utt_scores(c["utts"])
+    utt = {(c["model"], c["scheme"], c["device"], c["corpus"]): read_utt_scores(c["utts"])
            for c in cells if c["model"] not in random}
     clusters = {corpus: read_speakers(path) for corpus, path in (speakers or {}).items()}
-    df = tables.add_statistics(df, {k: v for k, v in utt.items() if len(v)}, n_resamples=n_resamples, seed=seed,
+    df = add_statistics(df, {k: v for k, v in utt.items() if len(v)}, n_resamples=n_resamples, seed=seed,
                                pareto_max_wer=pareto_max_wer, speakers=clusters)
-    df = tables.sort_summary(df)
+    df = sort_summary(df)
     _atomic_csv(df, out_csv)
-    md = tables.summary_markdown(df, pareto_max_wer=pareto_max_wer)
+    md = summary_markdown(df, pareto_max_wer=pareto_max_wer)
     comparison = study.compare(df, clean, noisy, models=models, corpora=corpora)
     if out_study:
         _atomic_csv(comparison, out_study)

@@ -33,7 +33,7 @@ import yaml
 from ...records import write_text
 from ..audio import SAMPLE_RATE, AudioError, decode_bytes, to_mono_16k
 from ..fetch import Artifact, FetchError, fetch, read_member
-from ..manifest import materialise
+from ..manifest import materialize
 
 EMBEDDED_SETS = ("eval", "calibration")
 
@@ -134,7 +134,7 @@ def build_embedded(out_dir: str | Path, cache_dir: str | Path, subset: str = "ev
         return load
 
     if not pack_seconds:
-        return materialise(((u["id"], u["reference"], loader(u)) for u in utts), out_dir)
+        return materialize(((u["id"], u["reference"], loader(u)) for u in utts), out_dir)
     audio = {u["id"]: loader(u)() for u in utts}
     units = pack(utts, {k: v.shape[0] / SAMPLE_RATE for k, v in audio.items()}, pack_seconds, pack_gap_seconds)
     gap = np.zeros(round(pack_gap_seconds * SAMPLE_RATE), dtype=np.float32)
@@ -155,7 +155,7 @@ def build_embedded(out_dir: str | Path, cache_dir: str | Path, subset: str = "ev
         reference = " ".join(u["reference"].strip() for u in unit)
         rows.append((uid, reference, lambda samples=samples: samples))
         lines.append(f"{uid}\t{','.join(u['id'] for u in unit)}\t{','.join(starts)}")
-    manifest = materialise(rows, out_dir)
+    manifest = materialize(rows, out_dir)
     write_text(Path(out_dir) / "units.tsv", "\n".join(lines) + "\n")
     return manifest
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ...records import write_json
 from ..audio import AudioError, decode_bytes, to_mono_16k
-from ..manifest import materialise, write_speakers
+from ..manifest import materialize, write_speakers
 from .manifest import ID_PATTERN, CorpusInputError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -132,7 +132,7 @@ def build(name: str, spec: dict, out_dir: Path, cache_dir: Path, upstream: Path 
             return to_mono_16k(samples, rate, uid)
         return load
 
-    manifest = materialise(((uid, texts[uid], loader(uid)) for uid in chosen), out_dir)
+    manifest = materialize(((uid, texts[uid], loader(uid)) for uid in chosen), out_dir)
     if spec.get("speaker_column"):
         spk = ds[spec["speaker_column"]]
         write_speakers(out_dir, ((u, str(spk[index[u]])) for u in chosen))

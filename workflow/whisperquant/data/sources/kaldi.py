@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import SAMPLE_RATE, AudioError, load_audio
-from ..manifest import materialise, write_speakers
+from ..manifest import materialize, write_speakers
 from .manifest import ID_PATTERN, CorpusInputError, Listed
 
 
@@ -133,6 +133,6 @@ def build(name: str, spec: dict, out_dir: Path, cache_dir: Path, upstream: Path 
         return load
 
     ordered = sorted(listed, key=lambda u: (str(u.audio), spans.get(u.id, (0.0, 0.0)), u.id))
-    manifest = materialise(((u.id, u.text, loader(u)) for u in ordered), out_dir)
+    manifest = materialize(((u.id, u.text, loader(u)) for u in ordered), out_dir)
     write_speakers(out_dir, ((u.id, u.speaker) for u in listed))
     return manifest

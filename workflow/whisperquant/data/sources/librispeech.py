@@ -50,7 +50,7 @@ from ..manifest import (  # noqa: F401  (re-exported for callers of this module)
     MANIFEST_COLUMNS,
     Row,
     compare_manifests,
-    materialise,
+    materialize,
     read_manifest,
     write_manifest,
     write_speakers,
@@ -162,10 +162,10 @@ def _select(available: Iterable[str], ids: Iterable[str] | None, limit: int | No
     return avail
 
 
-def _materialise(utts: Iterable[_Utt], out_dir: str | Path) -> Path:
+def _materialize(utts: Iterable[_Utt], out_dir: str | Path) -> Path:
     """The corpus, and ``speakers.tsv``: a LibriSpeech id is ``<speaker>-<chapter>-<utterance>``."""
     utts = list(utts)
-    manifest = materialise(((u.id, u.reference, lambda u=u: _decode_flac(u.audio(), u.id)) for u in utts), out_dir)
+    manifest = materialize(((u.id, u.reference, lambda u=u: _decode_flac(u.audio(), u.id)) for u in utts), out_dir)
     write_speakers(out_dir, ((u.id, u.id.split("-")[0]) for u in utts))
     return manifest
 
@@ -259,7 +259,7 @@ def build_from_hf(
                 data = Path(audio["path"]).read_bytes()
             yield _Utt(str(row["id"]), row["text"], lambda data=data: data)
 
-    return _materialise(utts(), out_dir)
+    return _materialize(utts(), out_dir)
 
 
 # ---- openslr tarballs
@@ -452,7 +452,7 @@ def build_from_openslr(
                 raise AudioError(f"utterance {uid}: audio file {p} does not exist")
             return p.read_bytes()
 
-        return _materialise((_Utt(u, refs[u], lambda u=u: load_file(u)) for u in chosen), out_dir)
+        return _materialize((_Utt(u, refs[u], lambda u=u: load_file(u)) for u in chosen), out_dir)
 
     if not src.is_file():
         raise FileNotFoundError(f"{src} is neither a LibriSpeech tarball nor a directory")
@@ -478,7 +478,7 @@ def build_from_openslr(
         if lost := sorted(set(chosen) - found):
             raise AudioError(f"utterance {lost[0]}: its audio could not be read from {src.name}")
 
-    return _materialise(utts(), out_dir)
+    return _materialize(utts(), out_dir)
 
 
 # ---- download

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..audio import AudioError, load_audio
-from ..manifest import materialise, write_speakers
+from ..manifest import materialize, write_speakers
 
 #: What an utterance id may look like: it becomes a file name (``wav/<id>.wav``).
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -113,7 +113,7 @@ def read_listing(path: str | Path, *, audio_column: str = "audio", text_column: 
     return listed
 
 
-def materialise_listed(listed: list[Listed], out_dir: Path) -> Path:
+def materialize_listed(listed: list[Listed], out_dir: Path) -> Path:
     """Convert every listed utterance to the canonical WAV and write the manifest (and speakers)."""
 
     def loader(item: Listed):
@@ -124,7 +124,7 @@ def materialise_listed(listed: list[Listed], out_dir: Path) -> Path:
                 raise AudioError(f"{item.where}: {e}") from None
         return load
 
-    manifest = materialise(((u.id, u.text, loader(u)) for u in listed), out_dir)
+    manifest = materialize(((u.id, u.text, loader(u)) for u in listed), out_dir)
     write_speakers(out_dir, ((u.id, u.speaker) for u in listed))
     return manifest
 
@@ -137,4 +137,4 @@ def build(name: str, spec: dict, out_dir: Path, cache_dir: Path, upstream: Path 
                           speaker_column=columns.get("speaker", "speaker"))
     if spec.get("limit"):
         listed = listed[: spec["limit"]]
-    return materialise_listed(listed, out_dir)
+    return materialize_listed(listed, out_dir)

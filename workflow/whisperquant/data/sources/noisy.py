@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import SAMPLE_RATE, AudioError, mix_noise
-from ..manifest import SPEAKERS, materialise, read_manifest, read_speakers, write_speakers
+from ..manifest import SPEAKERS, materialize, read_manifest, read_speakers, write_speakers
 
 
 def build(name: str, spec: dict, out_dir: Path, cache_dir: Path, upstream: Path | None = None) -> Path:
@@ -43,7 +43,7 @@ def build_noisy(source_dir: str | Path, out_dir: str | Path, snr_db: float, seed
             return mix_noise(samples, snr_db, utterance_seed(seed, row.id))
         return load
 
-    manifest = materialise(((r.id, r.reference, loader(r)) for r in rows), out_dir)
+    manifest = materialize(((r.id, r.reference, loader(r)) for r in rows), out_dir)
     speakers = source_dir / SPEAKERS  # the same utterances, the same speakers
     write_speakers(out_dir, read_speakers(speakers).items() if speakers.exists() else ())
     return manifest

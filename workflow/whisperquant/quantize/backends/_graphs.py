@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._engine import EngineModel
+from ..engine import EngineModel
 
 if TYPE_CHECKING:
     import numpy as np
@@ -153,7 +153,8 @@ def example_inputs(config, frames: int) -> tuple[torch.Tensor, tuple[torch.Tenso
 
 
 def graph_engine_model(model_dir: Path, encode: Callable, step: Callable, keep: object) -> EngineModel:
-    """An :class:`~._engine.EngineModel` decoding with :func:`greedy_generate` over a runtime's two graphs
+    """An :class:`~whisperquant.quantize.engine.EngineModel` decoding with :func:`greedy_generate` over a
+    runtime's two graphs
     (``keep``: the runtime's objects, alive as long as the model)."""
     model = EngineModel(model_dir, lambda *a: decode(*a), keep=keep)
     suppress, begin = model.suppression()

@@ -26,13 +26,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..base import Backend, linear_names, write_params
-from ..registry import SchemeError
+from ..errors import SchemeError
+from ..modules import ModuleBackend, linear_names, write_params
 
 _DTYPES = ("float32", "float16", "bfloat16")
 
 
-class BitsAndBytes(Backend):
+class BitsAndBytes(ModuleBackend):
     library = "bnb"
     parameters = {
         "quant_type": (("int8", "nf4", "fp4"), "nf4"),
@@ -87,7 +87,7 @@ class BitsAndBytes(Backend):
         model = WhisperForConditionalGeneration.from_pretrained(
             str(base_model_dir), quantization_config=self._config(Path(base_model_dir), params),
             device_map=device, use_safetensors=True, trust_remote_code=False).eval()
-        return _honour_compute_dtype(model, params)
+        return _honor_compute_dtype(model, params)
 
     def save(self, model, params, out_dir: Path) -> None:
         model.save_pretrained(out_dir, safe_serialization=True)
@@ -99,10 +99,10 @@ class BitsAndBytes(Backend):
         _quiet()
         model = WhisperForConditionalGeneration.from_pretrained(
             str(artifact_dir), device_map=device, use_safetensors=True, trust_remote_code=False).eval()
-        return _honour_compute_dtype(model, params)
+        return _honor_compute_dtype(model, params)
 
 
-def _honour_compute_dtype(model, params: dict):
+def _honor_compute_dtype(model, params: dict):
     """Use bitsandbytes' fused bf16 CPU kernel only when the scheme asks for bfloat16 compute."""
     if params["quant_type"] != "int8":
         fused = params["compute_dtype"] == "bfloat16"

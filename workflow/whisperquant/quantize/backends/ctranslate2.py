@@ -26,8 +26,8 @@ import re
 from pathlib import Path
 
 from ..base import DEFAULT_TARGETS
-from ..registry import HostLimitation, SchemeError
-from ._engine import Engine, EngineModel, runtime_threads
+from ..engine import Engine, EngineModel, runtime_threads
+from ..errors import HostLimitation, SchemeError
 
 #: compute type -> (devices CTranslate2 runs it on, stored weight bits, matmul dtype label)
 COMPUTE_TYPES = {
@@ -51,7 +51,7 @@ class CTranslate2(Engine):
     library = "ctranslate2"
     parameters = {"compute_type": (tuple(COMPUTE_TYPES), "int8")}
     devices = ("cpu", "cuda")
-    honours_targets = False
+    honors_targets = False
     artifact_files = ("model.bin", "config.json")
 
     def check(self, scheme: str, params: dict) -> None:

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..base import Backend
 from ..linear_swap import load_checkpoint
+from ..modules import ModuleBackend
 
 _DTYPES = ("float16", "bfloat16")
 
 
-class FP16(Backend):
+class FP16(ModuleBackend):
     library = "fp16"
     parameters = {"dtype": (_DTYPES, "float16")}
     devices = ("cpu", "cuda")
-    honours_targets = False
+    honors_targets = False
 
     def bits(self, params: dict) -> float:
         return 16.0

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..base import Backend
 from ..linear_swap import load_checkpoint
+from ..modules import ModuleBackend
 
 
-class FP32(Backend):
+class FP32(ModuleBackend):
     library = "fp32"
     devices = ("cpu", "cuda")
-    honours_targets = False
+    honors_targets = False
 
     def method(self, params: dict) -> str:
         return "none (fp32 baseline)"

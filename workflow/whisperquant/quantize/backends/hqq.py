@@ -24,9 +24,9 @@ quantized model serialization".)
 
 from __future__ import annotations
 
-from ..base import set_module, target_linears
+from ..errors import SchemeError
 from ..linear_swap import LinearSwapBackend
-from ..registry import SchemeError
+from ..modules import set_module, target_linears
 
 _BITS = (1, 2, 3, 4, 8)
 #: bits a weight takes once packed (hqq's ``bit_to_packing``: 3-bit packs 10 values in 32 bits)

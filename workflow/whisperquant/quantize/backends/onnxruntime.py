@@ -15,7 +15,7 @@ projection stay float, as in every other library's schemes.
 and int8 activations per tensor, whose ranges (``calibrate_method``: minmax,
 percentile or entropy) come from the inputs both graphs see while fp32 decodes
 the calibration set greedily with the evaluation's rule
-(:func:`~._engine.calibration_settings`; 16 decoder steps kept per batch).
+(:func:`~whisperquant.quantize.engine.calibration_settings`; 16 decoder steps kept per batch).
 
 Decoding is :func:`~._graphs.greedy_generate` over the two sessions (one
 encoder run per batch, one decoder-step run per token), each session with the
@@ -36,7 +36,7 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
-from ._engine import Engine, EngineModel, calibration_settings, runtime_threads
+from ..engine import Engine, EngineModel, calibration_settings, runtime_threads
 from ._graphs import (
     DECODER_INPUTS,
     calibration_inputs,
@@ -74,7 +74,7 @@ class ONNXRuntime(Engine):
         return text if params["prepack"] else text + "; weight pre-packing off"
 
     def build(self, base_model_dir: Path, params: dict, calibration, out_dir: Path) -> None:
-        from ..base import load_fp32
+        from ..modules import load_fp32
 
         out_dir.mkdir(parents=True, exist_ok=True)
         model = load_fp32(base_model_dir)

@@ -17,7 +17,7 @@ decompressed inside the MatMul kernels: the matmuls compute in float32.
 (SmoothQuant, int8 weights and activations) on the same target MatMuls,
 calibrated on the inputs both graphs see while the fp32 IR decodes the
 calibration set greedily with the evaluation's rule
-(:func:`~._engine.calibration_settings`).
+(:func:`~whisperquant.quantize.engine.calibration_settings`).
 
 Inference: ``INFERENCE_PRECISION_HINT`` f32 -- on a CPU with AVX512-BF16 or AMX
 OpenVINO would otherwise run float models in bfloat16, and ``fp32`` means
@@ -31,8 +31,8 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
-from ..registry import SchemeError
-from ._engine import Engine, EngineModel, calibration_settings, runtime_threads
+from ..engine import Engine, EngineModel, calibration_settings, runtime_threads
+from ..errors import SchemeError
 from ._graphs import (
     DECODER_INPUTS,
     calibration_inputs,
@@ -85,7 +85,7 @@ class OpenVINO(Engine):
     def build(self, base_model_dir: Path, params: dict, calibration, out_dir: Path) -> None:
         import openvino as ov
 
-        from ..base import load_fp32
+        from ..modules import load_fp32
 
         out_dir.mkdir(parents=True, exist_ok=True)
         model = load_fp32(base_model_dir)

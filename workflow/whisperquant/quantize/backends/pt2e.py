@@ -23,7 +23,7 @@ Export Quantization with X86 Backend through Inductor").  Here:
    in float: only its input and weight are int8, the design that keeps
    Whisper's outliers (see ``pytorch.py``'s ``output: float``).
 3. Calibration: both prepared graphs decode the calibration set greedily with
-   the evaluation's prompt and rules (:func:`~._engine.calibration_settings`),
+   the evaluation's prompt and rules (:func:`~whisperquant.quantize.engine.calibration_settings`),
    every decoder step observed.
 4. ``convert_pt2e`` folds each weight into an int8 constant with its scales;
    the float copies no graph node reads are dropped, the int8 tensors are
@@ -48,7 +48,7 @@ import operator
 import re
 from pathlib import Path
 
-from ._engine import Engine, EngineModel, calibration_settings
+from ..engine import Engine, EngineModel, calibration_settings
 from ._graphs import empty_caches, example_inputs, graph_engine_model, graphs, greedy_generate
 
 GRAPHS = ("encoder.pt2", "decoder.pt2")
@@ -79,7 +79,7 @@ class PT2E(Engine):
         import torch
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        from ..base import load_fp32, target_linears
+        from ..modules import load_fp32, target_linears
 
         if not calibration:
             raise ValueError("PT2E static quantisation needs a calibration set")

@@ -53,10 +53,10 @@ from __future__ import annotations
 
 from functools import cache
 
-from ..base import set_module, target_linears
 from ..calibration import run_calibration
+from ..errors import HostLimitation
 from ..linear_swap import LinearSwapBackend
-from ..registry import HostLimitation
+from ..modules import set_module, target_linears
 
 
 @cache

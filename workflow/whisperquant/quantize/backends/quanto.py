@@ -40,9 +40,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..base import Backend, skeleton, target_linears, write_params
 from ..calibration import run_calibration
 from ..linear_swap import load_tensors, save_tensors
+from ..modules import ModuleBackend, skeleton, target_linears, write_params
 
 _WEIGHTS = ("int8", "int4", "int2", "float8")
 _ACTIVATIONS = ("none", "int8", "float8")
@@ -55,7 +55,7 @@ def _qtype(name: str):
             "float8": quanto.qfloat8, "none": None}[name]
 
 
-class Quanto(Backend):
+class Quanto(ModuleBackend):
     library = "quanto"
     parameters = {
         "weights": (_WEIGHTS, "int8"),

@@ -61,10 +61,10 @@ size and activation settings that the scheme's parameters (in
 
 from __future__ import annotations
 
-from ..base import target_linears
 from ..calibration import run_calibration
+from ..errors import SchemeError
 from ..linear_swap import LinearSwapBackend
-from ..registry import SchemeError
+from ..modules import target_linears
 
 _DYNAMIC, _STATIC, _WEIGHT_ONLY = (
     "int8_dynamic_activation_int8_weight", "int8_static_activation_int8_weight", "int8_weight_only")

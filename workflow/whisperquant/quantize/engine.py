@@ -17,9 +17,11 @@ model's config and generation config, and the same greedy rule
 runtime's own greedy search with the same prompt and suppression lists).
 
 Adding a runtime = one module in ``quantize/backends/`` with one
-:class:`Engine` subclass; modules whose name starts with ``_`` (this one, the
-shared graph export) are helpers, not libraries, and count in the code digest
-of the libraries that import them only.
+:class:`Engine` subclass.  An engine meets the contract of every backend
+(:class:`~whisperquant.quantize.base.Backend`) and nothing of the PyTorch-side
+one (:class:`~whisperquant.quantize.modules.ModuleBackend`): it has no
+``nn.Module`` to quantise or save.  This module counts in the code digest of
+the libraries that import it only.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..base import Backend
-from ..calibration import calibration_tokens
+from .base import Backend
+from .calibration import calibration_tokens
 
 
 def runtime_threads() -> int:
@@ -119,10 +121,3 @@ class Engine(Backend):
         total = sum(tensors.values())
         return {"artifact_bytes": sum(os.path.getsize(p) for p in files), "param_bytes": total,
                 "quantized_module_bytes": in_targets, "float_param_bytes": total - in_targets}
-
-    # an engine's artifact is built, not a saved nn.Module
-    def quantize(self, base_model_dir, params, calibration=None):
-        raise TypeError(f"{self.library} is an engine: its artifact is made by build()")
-
-    def save(self, model, params: dict, out_dir: Path) -> None:
-        raise TypeError(f"{self.library} is an engine: its artifact is made by build()")
