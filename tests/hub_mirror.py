@@ -539,6 +539,15 @@ def run_config(which: str, mirror: Mirror, servers: Servers, workdir: Path, *, c
     return rc, time.monotonic() - t0, log
 
 
+def summary_rows(workdir: Path, which: str) -> list[dict[str, str]]:
+    """The rows of the run's ``summary.csv`` (its ``results:`` directory comes from the study config)."""
+    import csv
+
+    path = workdir / _study(which)["results"] / "report" / "summary.csv"
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="A Hub (olah) and openslr on loopback for the study's configs.")
     ap.add_argument("what", choices=("build", "serve", "run"))
@@ -565,6 +574,10 @@ def main(argv: list[str] | None = None) -> int:
             code, seconds, log = run_config(which, mirror, servers, args.root / f"run-{which}", ci=args.ci,
                                             cores=args.cores)
             print(f"{which}: rc {code}, {seconds:.0f} s, log {log}", flush=True)
+            if code == 0:
+                for row in summary_rows(args.root / f"run-{which}", which):
+                    print(f"  {row['corpus']:24} {row['library']:8} {row['scheme']:24} {row['status']:4} "
+                          f"WER {row['wer']}", flush=True)
             rc = rc or code
     return rc
 
