@@ -17,9 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import hub_mirror as hm
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,7 +113,8 @@ def test_file_missing_from_the_repo(mirror, servers, tmp_path):
     rev = mirror.broken_revisions["model-without-preprocessor"]
     msg = user_error(run_py(import_hub_model(hm.MODEL_REPO, rev, out), endpoint=servers.hub_url, cwd=tmp_path))
     print("\nfile missing:", msg)
-    assert f"{hm.MODEL_REPO}@{rev}: a file is missing from the repository" in msg and "pin another revision" in msg
+    assert f"{hm.MODEL_REPO}@{rev}: preprocessor_config.json missing from the repository" in msg
+    assert "Pin another revision" in msg
     nothing_left(out)
 
 

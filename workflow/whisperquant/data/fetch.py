@@ -382,6 +382,23 @@ def hub_failure(source: str, exc: BaseException) -> FetchError:
         "or set HF_HUB_OFFLINE=1 to read a filled cache; then run again.")
 
 
+def hub_files(repo_id: str, revision: str, repo_type: str = "model") -> set[str] | None:
+    """The file names of a Hub repository at ``revision``: one metadata request, made before any download.
+
+    It fails fast where a download would not (huggingface_hub retries each file download for
+    about 20 s when the endpoint is down, and transformers asks for a dozen files), and it tells
+    a missing repository, revision or token apart before anything is written.  ``None`` with
+    ``HF_HUB_OFFLINE=1`` (a filled cache is read without asking the Hub).
+    """
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+
+    info = HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type)
+    return {s.rfilename for s in info.siblings or []}
+
+
 @contextlib.contextmanager
 def from_hub(source: str) -> Iterator[None]:
     """Turn any failure of the Hub requests inside the block into :func:`hub_failure`'s message."""
