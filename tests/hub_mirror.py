@@ -475,7 +475,7 @@ def paper_overlay(mirror: Mirror, servers: Servers, *, ci: bool = False) -> dict
     Whisper-small is not on this machine: the model entry points at the tiny.en stand-in repository,
     under its own name (``whisper-tiny.en``), so no row claims to be Whisper-small.  test-other is read
     through the openslr loader (its tarball over HTTP, MD5-checked), test-clean and the calibration split
-    through the Hub.  Snakemake replaces a top-level section whole, so each section is complete.
+    through the Hub.  Each section it touches is written out whole, so the overlay reads on its own.
     """
     study = _study("paper")
     rev = mirror.revisions[LIBRISPEECH_REPO]
@@ -529,7 +529,7 @@ def run_config(which: str, mirror: Mirror, servers: Servers, workdir: Path, *, c
     overlay["downloads"] = str(Path(cache_dir or default_cache()).resolve())
     (workdir / "mirror-overlay.yaml").write_text(yaml.safe_dump(overlay, sort_keys=False))
     cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", str(cores),
-           "--configfile", f"config/{which}.yaml", "--configfile", "mirror-overlay.yaml"]
+           "--configfile", f"config/{which}.yaml", "mirror-overlay.yaml"]  # one flag: a second one replaces the first
     log = workdir / f"snakemake-{which}.log"
     print(f"HF_ENDPOINT={servers.hub_url} {' '.join(cmd)}", flush=True)
     t0 = time.monotonic()
