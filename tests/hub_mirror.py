@@ -522,7 +522,7 @@ def snakemake_env(servers: Servers, hf_home: Path) -> dict[str, str]:
 
 def run_config(which: str, mirror: Mirror, servers: Servers, workdir: Path, *, ci: bool = False,
                cores: int = 2, cache_dir: Path | None = None) -> tuple[int, float, Path]:
-    """``snakemake --configfile config/<which>.yaml --configfile <overlay>`` in ``workdir``; (rc, seconds, log)."""
+    """``snakemake --configfile config/<which>.yaml <overlay>`` in ``workdir``; (rc, seconds, log)."""
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "config", workdir / "config", dirs_exist_ok=True)
     overlay = paper_overlay(mirror, servers, ci=ci) if which == "paper" else open_asr_overlay(mirror, ci=ci)

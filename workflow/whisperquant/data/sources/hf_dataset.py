@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ...records import write_json
 from ..audio import AudioError, decode_bytes, to_mono_16k
-from ..fetch import from_hub, hub_files
+from ..fetch import from_hub
 from ..manifest import materialise, write_speakers
 from .manifest import ID_PATTERN, CorpusInputError
 
@@ -75,7 +75,6 @@ def _load(spec: dict, cache_dir: Path):
                                    "allow_unpinned: true reads a branch and records the commit it resolved to")
         with from_hub(f"dataset {spec['dataset']}@{revision or 'main'}"):
             revision = resolve_revision(spec["dataset"], revision or "main")
-            hub_files(spec["dataset"], revision, "dataset")  # fails fast on a wrong endpoint, revision or token
             builder = load_dataset_builder(spec["dataset"], spec.get("config"), revision=revision,
                                            cache_dir=str(cache_dir))
         data_files = builder.config.data_files or {}

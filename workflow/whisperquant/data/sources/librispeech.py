@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import AudioError, decode_bytes, to_mono_16k
-from ..fetch import FetchError, download, from_hub, hub_files
+from ..fetch import FetchError, download, from_hub
 from ..manifest import (  # noqa: F401  (re-exported for callers of this module)
     MANIFEST,
     MANIFEST_COLUMNS,
@@ -184,7 +184,6 @@ def _hub_split_files(hub_split: str, revision: str, cache_dir) -> list[str]:
     from datasets import load_dataset_builder
 
     with from_hub(f"dataset {HF_DATASET}@{revision}"):
-        hub_files(HF_DATASET, revision, "dataset")  # fails fast on a wrong endpoint, revision or token
         builder = load_dataset_builder(HF_DATASET, HF_CONFIG, revision=revision, cache_dir=cache_dir)
     data_files = builder.config.data_files or {}
     files = data_files.get(hub_split)
