@@ -105,15 +105,28 @@ def _tarinfo(name: str, size: int = 0, is_dir: bool = False) -> tarfile.TarInfo:
 
 
 def make_tarball(flac: bytes) -> bytes:
-    speaker, chapter, _ = UTT_ID.split("-")
-    chapter_dir = f"LibriSpeech/{SPLIT}/{speaker}/{chapter}/"
-    files = [
-        ("LibriSpeech/LICENSE.TXT", LICENSE_STANDIN.encode()),
-        ("LibriSpeech/README.TXT", README_STANDIN.encode()),
-        (f"{chapter_dir}{UTT_ID}.flac", flac),
-        (f"{chapter_dir}{speaker}-{chapter}.trans.txt", f"{UTT_ID} {TRANSCRIPT}\n".encode()),
-    ]
-    dirs = ["LibriSpeech/", f"LibriSpeech/{SPLIT}/", f"LibriSpeech/{SPLIT}/{speaker}/", chapter_dir]
+    return make_split_tarball(SPLIT, [(UTT_ID, flac, TRANSCRIPT)], README_STANDIN)
+
+
+def make_split_tarball(split: str, utts: list[tuple[str, bytes, str]], readme: str) -> bytes:
+    """openslr's ``<split>.tar.gz`` layout for ``(id, flac bytes, transcript)`` utterances, byte-reproducible.
+
+    One ``<speaker>-<chapter>.trans.txt`` per chapter, lines in id order, as openslr's.
+    """
+    chapters: dict[tuple[str, str], list[tuple[str, bytes, str]]] = {}
+    for utt in sorted(utts):
+        speaker, chapter, _ = utt[0].split("-")
+        chapters.setdefault((speaker, chapter), []).append(utt)
+    dirs = ["LibriSpeech/", f"LibriSpeech/{split}/"]
+    files = [("LibriSpeech/LICENSE.TXT", LICENSE_STANDIN.encode()), ("LibriSpeech/README.TXT", readme.encode())]
+    for (speaker, chapter), members in sorted(chapters.items()):
+        chapter_dir = f"LibriSpeech/{split}/{speaker}/{chapter}/"
+        if f"LibriSpeech/{split}/{speaker}/" not in dirs:
+            dirs.append(f"LibriSpeech/{split}/{speaker}/")
+        dirs.append(chapter_dir)
+        files += [(f"{chapter_dir}{uid}.flac", flac) for uid, flac, _ in members]
+        lines = "".join(f"{uid} {text}\n" for uid, _, text in members)
+        files.append((f"{chapter_dir}{speaker}-{chapter}.trans.txt", lines.encode()))
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tf:
         for d in dirs:
@@ -127,31 +140,38 @@ def make_tarball(flac: bytes) -> bytes:
 
 
 def make_parquet(flac: bytes) -> bytes:
+    return make_split_parquet([(UTT_ID, flac, TRANSCRIPT)])
+
+
+def make_split_parquet(utts: list[tuple[str, bytes, str]], extra: dict[str, list] | None = None) -> bytes:
+    """One parquet file in ``openslr/librispeech_asr``'s schema for ``(id, flac bytes, transcript)`` rows.
+
+    ``extra`` adds string columns (an ESB-style ``dataset`` column, for instance).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
     from datasets import Audio, Features, Value
 
-    features = Features(
-        {
-            "file": Value("string"),
-            "audio": Audio(sampling_rate=16000),
-            "text": Value("string"),
-            "speaker_id": Value("int64"),
-            "chapter_id": Value("int64"),
-            "id": Value("string"),
-        }
-    )
-    speaker, chapter, _ = UTT_ID.split("-")
+    columns = {
+        "file": Value("string"),
+        "audio": Audio(sampling_rate=16000),
+        "text": Value("string"),
+        "speaker_id": Value("int64"),
+        "chapter_id": Value("int64"),
+        "id": Value("string"),
+    }
+    columns.update({name: Value("string") for name in extra or {}})
     table = pa.Table.from_pydict(
         {
-            "file": [f"{UTT_ID}.flac"],
-            "audio": [{"bytes": flac, "path": f"{UTT_ID}.flac"}],
-            "text": [TRANSCRIPT],
-            "speaker_id": [int(speaker)],
-            "chapter_id": [int(chapter)],
-            "id": [UTT_ID],
+            "file": [f"{uid}.flac" for uid, _, _ in utts],
+            "audio": [{"bytes": flac, "path": f"{uid}.flac"} for uid, flac, _ in utts],
+            "text": [text for _, _, text in utts],
+            "speaker_id": [int(uid.split("-")[0]) for uid, _, _ in utts],
+            "chapter_id": [int(uid.split("-")[1]) for uid, _, _ in utts],
+            "id": [uid for uid, _, _ in utts],
+            **(extra or {}),
         },
-        schema=features.arrow_schema,
+        schema=Features(columns).arrow_schema,
     )
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="snappy")

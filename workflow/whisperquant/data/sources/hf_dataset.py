@@ -24,12 +24,14 @@ errors that name the row's id.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
 
 from ...records import write_json
 from ..audio import AudioError, decode_bytes, to_mono_16k
+from ..fetch import from_hub
 from ..manifest import materialize, write_speakers
 from .manifest import ID_PATTERN, CorpusInputError
 
@@ -71,9 +73,10 @@ def _load(spec: dict, cache_dir: Path):
             raise CorpusInputError(f"{spec['dataset']}: a Hub dataset needs a pinned revision (a 40-hex commit "
                                    f"hash, got {revision!r}), so that every run reads the same data; "
                                    "allow_unpinned: true reads a branch and records the commit it resolved to")
-        revision = resolve_revision(spec["dataset"], revision or "main")
-        builder = load_dataset_builder(spec["dataset"], spec.get("config"), revision=revision,
-                                       cache_dir=str(cache_dir))
+        with from_hub(f"dataset {spec['dataset']}@{revision or 'main'}"):
+            revision = resolve_revision(spec["dataset"], revision or "main")
+            builder = load_dataset_builder(spec["dataset"], spec.get("config"), revision=revision,
+                                           cache_dir=str(cache_dir))
         data_files = builder.config.data_files or {}
         if split not in data_files:
             raise CorpusInputError(f"{spec['dataset']}@{revision}: config {spec.get('config')!r} has no "
@@ -81,7 +84,8 @@ def _load(spec: dict, cache_dir: Path):
         files = [str(f) for f in data_files[split]]
         fmt = type(builder).__module__.rsplit(".", 1)[-1]  # the packaged loader: parquet, json, csv, ...
         source = f"{spec['dataset']}@{revision} ({spec.get('config') or 'default'}/{split})"
-    ds = load_dataset(fmt, data_files={split: files}, split=split, cache_dir=str(cache_dir))
+    with from_hub(source) if spec.get("data_files") is None else contextlib.nullcontext():
+        ds = load_dataset(fmt, data_files={split: files}, split=split, cache_dir=str(cache_dir))
     audio_col = spec.get("audio_column", "audio")
     needed = [audio_col, spec.get("text_column", "text")]
     needed += [spec[k] for k in ("id_column", "speaker_column") if spec.get(k)]

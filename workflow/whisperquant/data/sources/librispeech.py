@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import AudioError, decode_bytes, to_mono_16k
-from ..fetch import FetchError, download
+from ..fetch import FetchError, download, from_hub
 from ..manifest import (  # noqa: F401  (re-exported for callers of this module)
     MANIFEST,
     MANIFEST_COLUMNS,
@@ -183,7 +183,8 @@ def _hub_split_files(hub_split: str, revision: str, cache_dir) -> list[str]:
     """
     from datasets import load_dataset_builder
 
-    builder = load_dataset_builder(HF_DATASET, HF_CONFIG, revision=revision, cache_dir=cache_dir)
+    with from_hub(f"dataset {HF_DATASET}@{revision}"):
+        builder = load_dataset_builder(HF_DATASET, HF_CONFIG, revision=revision, cache_dir=cache_dir)
     data_files = builder.config.data_files or {}
     files = data_files.get(hub_split)
     if not files:
@@ -216,7 +217,8 @@ def _hf_load(split: str, *, revision: str | None, data_files, cache_dir):
         files = _hub_split_files(hub_split, revision, cache_dir)
         source = f"{HF_DATASET}@{revision} ({HF_CONFIG}/{hub_split})"
     # the same call for the Hub's files and for local copies of them
-    ds = load_dataset("parquet", data_files={hub_split: files}, split=hub_split, cache_dir=cache_dir)
+    with from_hub(source) if data_files is None else contextlib.nullcontext():
+        ds = load_dataset("parquet", data_files={hub_split: files}, split=hub_split, cache_dir=cache_dir)
     needed = {"id", "text", "audio"}
     if missing := needed - set(ds.column_names):
         raise ValueError(f"{source}: missing column(s) {sorted(missing)}; has {ds.column_names}")
