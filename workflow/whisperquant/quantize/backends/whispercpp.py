@@ -28,8 +28,14 @@ pass; ``flash_attn`` (whisper.cpp's default, on) is a parameter.
 
 A file whisper.cpp cannot load can crash the process (a failed ``GGML_ASSERT`` aborts), so
 :meth:`WhisperCpp.load` first checks the file's structure (:func:`~whisperquant.models.ggml.read_model`)
-and loads it once in a child process; a refusal or a crash there becomes a
-:class:`~whisperquant.quantize.LibraryLimitation` (a row with its reason), not a dead job.
+and loads it once in a child process that also decodes a silent window; a refusal or a crash
+there becomes a :class:`~whisperquant.quantize.LibraryLimitation` (a row with its reason), not a
+dead job.  That check is part of the cell's ``load_s`` (a few seconds).
+
+ggml's worker threads wait for each other by spinning: on a host where other processes hold
+the cores, more threads cost more than they give (measured here with base q8_0 on one 16-s
+unit while the 2-core host ran at a load of ~20: 1 thread 3.1 CPU s and 18-21 s wall, 2
+threads 15-16 CPU s and 60 s wall).  Time whisper.cpp cells on a quiet machine.
 """
 
 from __future__ import annotations
