@@ -34,7 +34,7 @@ def clips(tiny_en, two_clip_corpus, tmp_path_factory):
     from transformers import WhisperProcessor
     from whisperquant.data.audio import load_audio
     from whisperquant.evaluate.transcribe import generate_kwargs_for, load_corpus
-    from whisperquant.quantize.base import load_fp32
+    from whisperquant.quantize.modules import load_fp32
 
     torch.set_num_threads(2)
     processor = WhisperProcessor.from_pretrained(str(tiny_en))
@@ -126,7 +126,7 @@ def test_f32_file_holds_the_checkpoint_exactly_and_f16_rounds_it_once(tiny_en, t
 
 @pytest.mark.parametrize("weight_type", list(ERROR_BOUND))
 def test_each_type_reloads_in_a_fresh_process_within_its_bound_of_fp32(weight_type, tiny_en, clips, tmp_path):
-    from whisperquant.quantize.base import linear_names
+    from whisperquant.quantize.modules import linear_names
 
     utts, features, reference = clips
     backend, params = _build(tiny_en, weight_type, tmp_path)

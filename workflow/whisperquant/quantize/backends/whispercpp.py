@@ -49,8 +49,8 @@ from functools import cache
 from pathlib import Path
 
 from ..base import DEFAULT_TARGETS
-from ..registry import LibraryLimitation, SchemeError
-from ._engine import Engine, EngineModel, runtime_threads
+from ..engine import Engine, EngineModel, runtime_threads
+from ..errors import LibraryLimitation, SchemeError
 
 FILE = "ggml-model.bin"
 #: type -> (nominal weight bits, bits per weight with the block scales, the matmul dtype)
@@ -169,7 +169,7 @@ def probe_load(path: Path, flash_attn: bool, n_mels: int, timeout_s: float = 600
 class WhisperCpp(Engine):
     library = "whispercpp"
     parameters = {"type": (tuple(WEIGHT_TYPES), "q8_0"), "flash_attn": (bool, True)}
-    honours_targets = False
+    honors_targets = False
     artifact_files = (FILE,)
 
     def check(self, scheme: str, params: dict) -> None:
