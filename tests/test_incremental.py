@@ -1,7 +1,7 @@
 """Incremental reruns: a config change plans exactly the jobs whose outputs depend on it.
 
-One finished run of the small config (tiny.en, two clips, fp32 + PyTorch dynamic
-int8; shared with the determinism tests) is copied once; each test writes a
+The session's finished small run (tiny.en, two clips, fp32 + PyTorch dynamic
+int8; conftest.py) is copied once; each test writes a
 changed config into the copy and counts the jobs of a dry run.  The rule
 ``publish_report`` and ``all`` (the default target) are planned whenever ``aggregate`` is.
 """
@@ -12,7 +12,7 @@ import copy
 from pathlib import Path
 
 import pytest
-from workflow_utils import copy_run, finished_run, planned_job_details, planned_jobs, small_config, write_config
+from workflow_utils import copy_run, planned_job_details, planned_jobs, small_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +26,8 @@ def base_config(default_config, download_cache) -> dict:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory, base_config) -> Path:
-    src = finished_run(tmp_path_factory, base_config)
-    return copy_run(src, tmp_path_factory.mktemp("incremental") / "run")
+def work(tmp_path_factory, finished_run) -> Path:
+    return copy_run(finished_run, tmp_path_factory.mktemp("incremental") / "run")
 
 
 @pytest.fixture
