@@ -66,6 +66,50 @@ def two_clip_corpus(tmp_path_factory, download_cache) -> Path:
     return build_embedded(out, download_cache, "eval", ids=["librispeech-61-70968-0000", "librivox-0930"])
 
 
+# --- the session's finished Snakemake runs (read-only: copy_run one before changing its config or outputs) ---
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, default_config, download_cache) -> Path:
+    """The finished small run (workflow_utils.small_config: tiny.en, two clips, fp32 and PyTorch dynamic int8),
+    made once per session and read by every end-to-end test that needs one; a test that changes anything
+    works on a :func:`workflow_utils.copy_run` of it."""
+    from workflow_utils import small_config, snakemake, write_config
+
+    work = tmp_path_factory.mktemp("finished-run")
+    write_config(work, small_config(default_config, download_cache))
+    snakemake(work, "--cores", "2")
+    return work
+
+
+@pytest.fixture(scope="session")
+def wide_run(finished_run, tmp_path_factory, default_config, download_cache) -> Path:
+    """The finished run of workflow_utils.wide_config (the default grid, the runtimes, sensitivity and
+    mixed precision, a noisy corpus), grown from a copy of :func:`finished_run`: its model, corpus and
+    artifacts are reused."""
+    from workflow_utils import copy_run, snakemake, wide_config, write_config
+
+    work = copy_run(finished_run, tmp_path_factory.mktemp("wide-run") / "run")
+    write_config(work, wide_config(default_config, download_cache))
+    snakemake(work, "--cores", "2", timeout=3600)
+    return work
+
+
+@pytest.fixture(scope="session")
+def second_run(tmp_path_factory, default_config, download_cache) -> Path:
+    """A second, independent run of the small config from an empty directory (only the download cache
+    shared), with ``artifacts: temp``: the determinism tests compare it with :func:`finished_run`, the
+    artifact tests check what ``temp`` leaves."""
+    from workflow_utils import small_config, snakemake, write_config
+
+    cfg = small_config(default_config, download_cache)
+    cfg["artifacts"] = "temp"
+    work = tmp_path_factory.mktemp("second-run")
+    write_config(work, cfg)
+    snakemake(work, "--cores", "2")
+    return work
+
+
 # --- backends fixtures ---
 # A small random-weight Whisper built locally (no Hub): d_model 256, 2+2 layers,
 # 4 heads, ffn 1024, a 384-token vocabulary and 2 s inputs (200 log-mel frames).

@@ -1,15 +1,14 @@
 """Artifacts and their records: the report never reads an artifact, a job never trusts a changed one.
 
 Fast: the digests of :mod:`whisperquant.quantize.artifact`, and a transcription that
-refuses a tampered artifact.  Slow (on copies of the session's finished small run,
-and one run of its own): a deleted artifact leaves the report rebuildable, a failed
-aggregation leaves the previous report in place, ``artifacts: temp`` ends with no
-artifact and a complete report.
+refuses a tampered artifact.  Slow (on copies of the session's finished small run and
+of its second run, made with ``artifacts: temp``; conftest.py): a deleted artifact
+leaves the report rebuildable, a failed aggregation leaves the previous report in
+place, ``artifacts: temp`` ends with no artifact and a complete report.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import shutil
@@ -17,9 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from whisperquant.quantize import DEFAULT_TARGETS
 from whisperquant.quantize.artifact import DIGESTS_KEY, file_digests, record_path, verify_artifact
-from workflow_utils import copy_run, finished_run, planned_jobs, small_config, snakemake, write_config
+from workflow_utils import copy_run, planned_jobs, snakemake
 
 
 def _flip(path: Path, offset: int = 0) -> None:
@@ -82,15 +82,10 @@ def test_transcription_refuses_a_tampered_artifact(tiny_whisper_dir, tmp_path):
 # --------------------------------------------------------------------------- the workflow
 
 
-@pytest.fixture(scope="module")
-def base_config(default_config, download_cache) -> dict:
-    return small_config(default_config, download_cache)
-
-
 @pytest.fixture
-def run(tmp_path_factory, base_config, tmp_path) -> Path:
+def run(finished_run, tmp_path) -> Path:
     """A private copy of the session's finished small run."""
-    return copy_run(finished_run(tmp_path_factory, base_config), tmp_path / "run")
+    return copy_run(finished_run, tmp_path / "run")
 
 
 REPORT_JOBS = {"aggregate": 1, "publish_report": 1, "all": 1}
@@ -123,17 +118,16 @@ def test_failed_aggregation_keeps_the_previous_report(run):
 
 
 @pytest.mark.slow
-def test_temp_artifacts_end_with_records_and_a_complete_report(base_config, tmp_path):
-    cfg = copy.deepcopy(base_config)
-    cfg["artifacts"] = "temp"
-    write_config(tmp_path, cfg)
-    snakemake(tmp_path, "--cores", "2")
-    quantized = tmp_path / "results" / "quantized" / "tiny.en"
+def test_temp_artifacts_end_with_records_and_a_complete_report(second_run, tmp_path):
+    """The session's second run of the small config has ``artifacts: temp`` (a copy: the report is rebuilt)."""
+    assert yaml.safe_load((second_run / "config" / "config.yaml").read_text())["artifacts"] == "temp"
+    run = copy_run(second_run, tmp_path / "run")
+    quantized = run / "results" / "quantized" / "tiny.en"
     assert sorted(p.name for p in quantized.iterdir()) == ["fp32.json", "torch-dynamic-int8.json"]  # no artifact
-    summary = (tmp_path / "results" / "report" / "summary.csv").read_bytes()
-    df = pd.read_csv(tmp_path / "results" / "report" / "summary.csv")
+    summary = (run / "results" / "report" / "summary.csv").read_bytes()
+    df = pd.read_csv(run / "results" / "report" / "summary.csv")
     assert set(df.scheme) == {"fp32", "torch-dynamic-int8"} and (df.status == "ok").all()
     assert df.artifact_bytes.notna().all() and df.wer.notna().all()
-    assert planned_jobs(tmp_path) == {}  # the missing artifacts are temporary: nothing to redo
-    snakemake(tmp_path, "--cores", "2", "--forcerun", "aggregate")  # and the report is rebuilt from the records
-    assert (tmp_path / "results" / "report" / "summary.csv").read_bytes() == summary
+    assert planned_jobs(run) == {}  # the missing artifacts are temporary: nothing to redo
+    snakemake(run, "--cores", "2", "--forcerun", "aggregate")  # and the report is rebuilt from the records
+    assert (run / "results" / "report" / "summary.csv").read_bytes() == summary

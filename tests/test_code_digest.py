@@ -10,10 +10,11 @@ Proven on a copy of the package.
 from __future__ import annotations
 
 import shutil
+from copy import deepcopy
 
 import pytest
 from whisperquant import provenance
-from workflow_utils import copy_repo, copy_run, finished_run, planned_jobs, small_config
+from workflow_utils import copy_repo, copy_run, planned_jobs, snakemake, wide_config, write_config
 
 LIBRARIES = sorted(p.stem for p in (provenance.PACKAGE / "quantize" / "backends").glob("[!_]*.py"))
 SOURCES = sorted(p.stem for p in (provenance.PACKAGE / "data" / "sources").glob("[!_]*.py"))
@@ -194,9 +195,13 @@ E2E_EXPECTED = {
 
 
 def e2e_config(default_config, download_cache) -> dict:
-    cfg = small_config(default_config, download_cache, schemes=E2E_SCHEMES)
-    cfg["sensitivity"] = [{"model": "tiny.en", "scheme": "hqq-4bit-d0"}]
-    cfg["calibration"]["sensitivity_utterances"] = 2
+    """The session's wide run's config (which defines E2E_SCHEMES and the sensitivity analysis of
+    hqq-4bit-d0) with its grid cut to E2E_SCHEMES on the clean corpus: a copy of the wide run then
+    holds every cell of it, and only the report is redone."""
+    cfg = wide_config(default_config, download_cache)
+    cfg["schemes"].update(deepcopy(E2E_SCHEMES))
+    cfg["grid"] = {"models": ["tiny.en"], "schemes": list(E2E_SCHEMES), "devices": ["cpu"], "corpora": ["clean"]}
+    assert cfg["sensitivity"] == [{"model": "tiny.en", "scheme": "hqq-4bit-d0"}]
     return cfg
 
 
@@ -221,11 +226,14 @@ def format_table(table: dict[str, dict[str, int]]) -> str:
 
 
 @pytest.mark.slow
-def test_each_edit_reruns_exactly_the_jobs_that_run_the_edited_code(tmp_path_factory, default_config,
+def test_each_edit_reruns_exactly_the_jobs_that_run_the_edited_code(wide_run, tmp_path_factory, default_config,
                                                                      download_cache):
     repo = copy_repo(tmp_path_factory.mktemp("code-digest") / "repo")
-    src = finished_run(tmp_path_factory, e2e_config(default_config, download_cache), repo=repo, timeout=1800)
-    work = copy_run(src, tmp_path_factory.mktemp("code-digest-run") / "run")
+    work = copy_run(wide_run, tmp_path_factory.mktemp("code-digest-run") / "run")
+    write_config(work, e2e_config(default_config, download_cache))
+    # the same code in the copied checkout, the same cells: only the report of the smaller grid is to do
+    assert planned_jobs(work, repo=repo) == REPORT
+    snakemake(work, "--cores", "2", repo=repo)
     assert planned_jobs(work, repo=repo) == {}
     table = plan_edits(work, repo)
     print("\nfile edited -> jobs planned\n" + format_table(table))

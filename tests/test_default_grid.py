@@ -8,7 +8,8 @@ runtimes' float32 and int8 schemes (config/kinds.yaml's), to show that an engine
 cell is an ordinary grid cell: quantised, transcribed, scored and sized.  The other
 kinds of config/kinds.yaml run in-process in ``test_backends.py`` (every scheme of
 the full grid) and on real weights in ``test_quality.py``; each Snakemake job costs
-~10 s of imports alone.
+~10 s of imports alone.  The run is the session's shared wide run (conftest.py), which
+also carries the sensitivity, mixed-precision and noisy-corpus cells other modules read.
 """
 
 from __future__ import annotations
@@ -19,24 +20,22 @@ import pandas as pd
 import pytest
 import yaml
 from whisperquant.config import scheme_names
-from workflow_utils import cpu_refusals, small_config, snakemake, write_config
+from workflow_utils import RUNTIME_INT8, RUNTIME_OTHERS, cpu_refusals
 
 pytestmark = pytest.mark.slow
 
-#: the runtimes' int8 schemes, by library, and their float32 (and CUDA-only) companions
-RUNTIME_INT8 = {"ctranslate2": "ct2-int8", "onnxruntime": "ort-int8", "openvino": "ov-int8"}
-RUNTIME_OTHERS = ["ct2-float32", "ct2-float16", "ort-fp32", "ov-fp32"]
-
 
 @pytest.fixture(scope="module")
-def default_grid_run(default_config, download_cache, tmp_path_factory):
+def default_grid_run(wide_run, default_config):
+    """The wide run and the default grid's schemes with the runtimes' (all of them in its clean block)."""
     names = list(dict.fromkeys([*scheme_names(default_config), *RUNTIME_INT8.values(), *RUNTIME_OTHERS]))
-    cfg = small_config(default_config, download_cache, {n: default_config["schemes"][n] for n in names})
-    cfg["transcription"].update(threads=1, exclusive=False)  # results, not speed: two jobs at a time
-    work = tmp_path_factory.mktemp("default-grid")
-    write_config(work, cfg)
-    snakemake(work, "--cores", "2", timeout=1500)
-    return work, names
+    return wide_run, names
+
+
+def _clean_summary(work):
+    """The summary's rows of the clean corpus (the noisy block's are the noisy-corpus test's), by scheme."""
+    df = pd.read_csv(work / "results" / "report" / "summary.csv")
+    return df[df.corpus == "clean"].set_index("scheme")
 
 
 def test_default_grid_yields_no_failed_row(default_grid_run):
@@ -44,8 +43,9 @@ def test_default_grid_yields_no_failed_row(default_grid_run):
     # the study's four libraries and both PyTorch modes are in the default grid
     study = {"fp32", "torch-dynamic-int8", "torch-static-int8-fo-rr", "quanto-w8", "hqq-4bit-g64", "bnb-nf4"}
     assert study <= set(names)
-    summary = pd.read_csv(work / "results" / "report" / "summary.csv").set_index("scheme")
-    assert sorted(summary.index) == sorted(names)
+    summary = _clean_summary(work)
+    config = yaml.safe_load((work / "config" / "config.yaml").read_text())
+    assert set(names) <= set(summary.index) and sorted(summary.index) == sorted(scheme_names(config))
     # the rows that are not ok are decided before any job runs: a CUDA-only compute type, and on an x86
     # CPU without VNNI torch.ao's 8-bit static int8 (fbgemm's kernels there can saturate)
     refused = cpu_refusals(yaml.safe_load((work / "config" / "config.yaml").read_text()))
@@ -62,7 +62,7 @@ def test_runtime_cells_are_grid_cells(default_grid_run):
     """Engine cells are quantised, transcribed, scored, in the summary with their speed ratios and sizes;
     a CUDA-only compute type on this CPU machine is a row with its reason."""
     work, _ = default_grid_run
-    df = pd.read_csv(work / "results" / "report" / "summary.csv").set_index("scheme")
+    df = _clean_summary(work)
     int8 = list(RUNTIME_INT8.values())
     assert (df.loc[int8, "status"] == "ok").all()
     assert (df.loc[int8, "wer"] <= df.loc["fp32", "wer"] + 0.05).all(), df.loc[int8, "wer"]

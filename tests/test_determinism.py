@@ -1,22 +1,24 @@
 """Determinism: two independent full runs of one config give byte-identical transcripts and scores.
 
-Run A is the session's shared finished run of the small config (tiny.en, two
-clips, fp32 + PyTorch dynamic int8); run B starts from an empty directory (only
-the download cache is shared).  Timing columns (wall time, real-time factors,
-peak memory) are the only things allowed to differ.
+Run A is the session's finished run of the small config (tiny.en, two clips,
+fp32 + PyTorch dynamic int8); run B, the session's second run, starts from an
+empty directory (only the download cache is shared) and deletes each artifact
+once used (``artifacts: temp``, which changes no output): B's artifacts are
+compared through the sha256 of every file that its records keep.  Timing
+columns (wall time, real-time factors, peak memory) are the only things allowed
+to differ.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from whisperquant.evaluate.speed import MEASURED_KEYS
+from whisperquant.quantize.artifact import DIGESTS_KEY, file_digests, verify_artifact
 from whisperquant.report.aggregate import MEASURED_COLUMNS
-from workflow_utils import finished_run, small_config, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -24,21 +26,12 @@ TIMING_KEYS = {"wall_s", "peak_rss_mb", "load_s", "quantize_s", "peak_gpu_mb", "
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, default_config, download_cache) -> tuple[Path, Path]:
-    cfg = small_config(default_config, download_cache)
-    a = finished_run(tmp_path_factory, cfg)
-    b = tmp_path_factory.mktemp("determinism-b")
-    write_config(b, cfg)
-    snakemake(b, "--cores", "2")
-    return a, b
+def two_runs(finished_run, second_run) -> tuple[Path, Path]:
+    return finished_run, second_run
 
 
 def _files(root: Path, pattern: str) -> dict[str, Path]:
     return {str(p.relative_to(root)): p for p in sorted(root.glob(pattern)) if p.is_file()}
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("pattern", ["results/transcripts/**/*.jsonl", "results/scores/**/*"])
@@ -62,17 +55,17 @@ def test_summary_identical_but_for_timing(two_runs):
 
 def test_quantized_artifacts_and_timing_records_identical_but_for_timing(two_runs):
     a, b = two_runs
-    qa, qb = _files(a, "results/quantized/**/*"), _files(b, "results/quantized/**/*")
-    assert sorted(qa) == sorted(qb)
-    for name, path in qa.items():
-        if name.endswith(".snakemake_timestamp"):
-            continue
-        if path.parent.parent.name == "quantized":  # a record (<model>/<scheme>.json), beside its artifact
-            ra, rb = json.loads(path.read_text()), json.loads(qb[name].read_text())
-            assert {k: v for k, v in ra.items() if k not in TIMING_KEYS} == \
-                {k: v for k, v in rb.items() if k not in TIMING_KEYS}, name
-        else:
-            assert _digest(path) == _digest(qb[name]), name
+    ra_files, rb_files = _files(a, "results/quantized/*/*.json"), _files(b, "results/quantized/*/*.json")
+    assert len(ra_files) == 2 and sorted(ra_files) == sorted(rb_files)  # a record (<model>/<scheme>.json) a cell
+    for name, path in ra_files.items():
+        ra, rb = json.loads(path.read_text()), json.loads(rb_files[name].read_text())
+        assert {k: v for k, v in ra.items() if k not in TIMING_KEYS} == \
+            {k: v for k, v in rb.items() if k not in TIMING_KEYS}, name
+        # the same digests, file by file, and they are A's artifact's bytes (B's was deleted after use)
+        artifact = path.with_suffix("")
+        assert ra[DIGESTS_KEY] and ra[DIGESTS_KEY] == file_digests(artifact), name
+        verify_artifact(artifact, rb)
+        assert not (b / name).with_suffix("").exists()
     for name, path in _files(a, "results/transcripts/**/*.timing.json").items():
         ra, rb = json.loads(path.read_text()), json.loads((b / name).read_text())
         assert {k: v for k, v in ra.items() if k not in TIMING_KEYS} == \

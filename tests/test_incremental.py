@@ -1,7 +1,7 @@
 """Incremental reruns: a config change plans exactly the jobs whose outputs depend on it.
 
-One finished run of the small config (tiny.en, two clips, fp32 + PyTorch dynamic
-int8; shared with the determinism tests) is copied once; each test writes a
+The session's finished small run (tiny.en, two clips, fp32 + PyTorch dynamic
+int8; conftest.py) is copied once; each test writes a
 changed config into the copy and counts the jobs of a dry run.  The rule
 ``publish_report`` and ``all`` (the default target) are planned whenever ``aggregate`` is.
 """
@@ -12,7 +12,7 @@ import copy
 from pathlib import Path
 
 import pytest
-from workflow_utils import copy_run, finished_run, planned_job_details, planned_jobs, small_config, write_config
+from workflow_utils import copy_run, planned_job_details, planned_jobs, small_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +26,8 @@ def base_config(default_config, download_cache) -> dict:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory, base_config) -> Path:
-    src = finished_run(tmp_path_factory, base_config)
-    return copy_run(src, tmp_path_factory.mktemp("incremental") / "run")
+def work(tmp_path_factory, finished_run) -> Path:
+    return copy_run(finished_run, tmp_path_factory.mktemp("incremental") / "run")
 
 
 @pytest.fixture
@@ -100,3 +99,18 @@ def test_settings_no_output_depends_on_plan_nothing(work, cfg, tmp_path):
     write_config(work, cfg)
     jobs = planned_job_details(work)
     assert jobs == [], "\n".join(f"{j.rule} {j.wildcards}: {j.reason}" for j in jobs)
+
+
+def test_re_timing_cells_of_a_finished_run_is_forcerun_of_their_transcripts(finished_run, tmp_path):
+    """README "Speed": to re-time a cell (on a quieter machine, say) force its transcript.  Deleting the
+    transcript alone plans nothing, by Snakemake's rule for intermediate files (a missing one is remade
+    only for a job that must run): the README says so, and this test keeps both halves true."""
+    work = copy_run(finished_run, tmp_path / "run")
+    transcript = Path("results/transcripts/tiny.en") / DYN / "cpu" / "clean.jsonl"
+    (work / transcript).unlink()
+    (work / transcript.with_name("clean.timing.json")).unlink()
+    assert planned_jobs(work) == {}
+    retime = {"transcribe": 1, "score": 1, "aggregate": 1, "publish_report": 1, "all": 1}
+    assert planned_jobs(work, "--forcerun", str(transcript)) == retime
+    fp32 = Path("results/transcripts/tiny.en/fp32/cpu/clean.jsonl")
+    assert planned_jobs(work, "--forcerun", str(transcript), str(fp32)) == {**retime, "transcribe": 2, "score": 2}

@@ -54,3 +54,36 @@ def test_kinds_grid_has_one_scheme_of_every_kind(default_config):
     # and the default grid is a subset of it: the default gave up breadth, not kinds of its own
     default = set(scheme_names(default_config))
     assert default <= set(scheme_names(kinds_cfg))
+
+
+def test_the_suites_runs_carry_the_test_configs_cells(default_config, download_cache):
+    """CI plans .test/'s configs the workflow catalog's way (``--directory .test``) and builds only their model
+    and corpora there: their cells run in the suite.  The basic config's are the session's finished small run's
+    (workflow_utils.small_config); the calibrated config adds one calibrated PyTorch static scheme, a kind the
+    session's wide run carries."""
+    from whisperquant.config import cells, check_config, validate_schema
+    from whisperquant.quantize import get_backend
+    from workflow_utils import small_config, wide_config
+
+    def planned(cfg: dict) -> tuple[dict, dict]:
+        """The runnable cells with their resolved schemes, and the config with the schema's defaults."""
+        cfg = validate_schema(copy.deepcopy(cfg))
+        schemes = check_config(cfg)
+        return {c: schemes[c.scheme] for c in cells(cfg, schemes)[0]}, cfg
+
+    def kind(spec: dict) -> tuple:
+        params = {k: v for k, v in spec.items() if k != "library"}
+        return spec["library"], spec.get("mode"), get_backend(spec["library"]).needs_calibration(params)
+
+    basic, basic_cfg = planned(yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text()))
+    suite, suite_cfg = planned(small_config(default_config, download_cache))
+    assert basic == suite
+    for key in ("models", "transcription"):
+        assert basic_cfg[key] == suite_cfg[key], key
+    assert basic_cfg["corpora"]["clean"] == suite_cfg["corpora"]["clean"]
+    calibrated, _ = planned(yaml.safe_load((REPO / ".test" / "config-calibrated" / "config.yaml").read_text()))
+    assert set(basic) < set(calibrated)
+    (extra,) = [spec for cell, spec in calibrated.items() if cell not in basic]
+    assert kind(extra) == ("pytorch", "static", True)
+    wide_schemes, _ = planned(wide_config(default_config, download_cache))
+    assert kind(extra) in {kind(spec) for spec in wide_schemes.values()}

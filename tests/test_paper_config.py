@@ -9,7 +9,16 @@ import shutil
 
 import pytest
 import yaml
-from workflow_utils import REPO, small_config, snakemake, write_config
+from workflow_utils import (
+    REPO,
+    copy_run,
+    job_counts,
+    paper_dry_run,
+    planned_jobs,
+    small_config,
+    snakemake,
+    write_config,
+)
 
 FIXTURES = REPO / "tests" / "fixtures" / "librispeech"
 
@@ -59,14 +68,7 @@ def test_paper_config_is_valid_and_lists_every_cell(default_config, paper_config
 
 def test_paper_dag_builds_offline():
     """``snakemake -n --configfile config/paper.yaml`` from the repository root, as users run it."""
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--configfile",
-                           "config/paper.yaml"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
-    counts = {p[0]: int(p[1]) for line in out.splitlines() if len(p := line.split()) == 2 and p[1].isdigit()}
+    counts = job_counts(paper_dry_run().stdout)
     # one quantize job per scheme with a runnable cell (ct2's float16 types have none on a CPU-only
     # machine), every runnable cell transcribed on both test sets
     from whisperquant.config import cells, check_config
@@ -93,23 +95,26 @@ def two_sources(tmp_path_factory):
     return hf, slr
 
 
-def test_both_loaders_give_identical_hypotheses_through_the_pipeline(tmp_path, two_sources, default_config,
-                                                                     download_cache):
-    results = {}
-    for name in ("hf", "openslr"):
-        work = tmp_path / name
-        cfg = small_config(default_config, download_cache, schemes={"fp32": {"library": "fp32"}})
-        cfg["corpora"] = {"ls": {"source": "librispeech", "loader": name, "split": "test-clean",
-                                 **({"data_files": str(FIXTURES / "test.clean-00000-of-00001.parquet")}
-                                    if name == "hf" else {"tarball": str(FIXTURES / "test-clean.tar.gz")})}}
-        cfg["calibration"] = {}
-        cfg["grid"] = {"models": ["tiny.en"], "schemes": ["fp32"], "devices": ["cpu"], "corpora": ["ls"]}
-        write_config(work, cfg)
-        snakemake(work, "--cores", "2", "results/scores/tiny.en/fp32/cpu/ls.json")
-        results[name] = (work / "results/transcripts/tiny.en/fp32/cpu/ls.jsonl").read_text()
-        assert json.loads((work / "results/scores/tiny.en/fp32/cpu/ls.json").read_text())["status"] == "ok"
+def test_both_loaders_give_identical_hypotheses_through_the_pipeline(tmp_path, two_sources, finished_run,
+                                                                     default_config, download_cache):
+    """One Snakemake run, in a copy of the session's finished run (its model and fp32 artifact reused):
+    the same fixture split through each loader is a corpus of its own, transcribed and scored."""
+    loaders = {"hf": {"data_files": str(FIXTURES / "test.clean-00000-of-00001.parquet")},
+               "openslr": {"tarball": str(FIXTURES / "test-clean.tar.gz")}}
+    work = copy_run(finished_run, tmp_path / "run")
+    cfg = small_config(default_config, download_cache)
+    for name, where in loaders.items():
+        cfg["corpora"][f"ls-{name}"] = {"source": "librispeech", "loader": name, "split": "test-clean", **where}
+    cfg["grid"] = {"models": ["tiny.en"], "schemes": ["fp32"], "devices": ["cpu"], "corpora": list(cfg["corpora"])[-2:]}
+    write_config(work, cfg)
+    targets = [f"results/scores/tiny.en/fp32/cpu/ls-{name}.json" for name in loaders]
+    assert planned_jobs(work, *targets) == {"build_corpus": 2, "transcribe": 2, "score": 2}
+    snakemake(work, "--cores", "2", *targets)
+    results = {name: (work / f"results/transcripts/tiny.en/fp32/cpu/ls-{name}.jsonl").read_text() for name in loaders}
+    for target in targets:
+        assert json.loads((work / target).read_text())["status"] == "ok"
     assert results["hf"] == results["openslr"]
     row = json.loads(results["hf"].splitlines()[0])
     assert row["id"] == "61-70968-0000"
     assert row["hypothesis"].strip().startswith("He began a confused complaint against the wizard")
-    shutil.rmtree(tmp_path, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)

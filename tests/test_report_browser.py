@@ -22,10 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from workflow_utils import finished_run as shared_run
-from workflow_utils import small_config, snakemake
-
-pytestmark = pytest.mark.slow
+from workflow_utils import snakemake
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -55,19 +52,14 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, default_config, download_cache):
-    reason = _missing()
-    if reason is not None:
-        if DEMANDED:
-            pytest.fail(f"WHISPERQUANT_BROWSER_TESTS=1 but {reason}", pytrace=False)
-        pytest.skip(reason)
-    return shared_run(tmp_path_factory, small_config(default_config, download_cache))
+# skipped at collection, before the session's finished run is made for it; when demanded, `browser` fails
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_missing() is not None and not DEMANDED,
+                                                   reason=str(_missing()))]
 
 
 @pytest.fixture(scope="module")
 def report_html(finished_run, tmp_path_factory) -> Path:
-    """``snakemake --report report.html`` of the shared run, written outside its working directory."""
+    """``snakemake --report report.html`` of the session's finished run, written outside its working directory."""
     out = tmp_path_factory.mktemp("browser-report") / "report.html"
     snakemake(finished_run, "--report", str(out), timeout=600)
     return out
@@ -75,6 +67,9 @@ def report_html(finished_run, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
+    reason = _missing()
+    if reason is not None:
+        pytest.fail(f"WHISPERQUANT_BROWSER_TESTS=1 but {reason}", pytrace=False)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

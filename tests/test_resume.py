@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from whisperquant.data.audio import write_wav
 from whisperquant.evaluate.transcribe import Utterance, transcribe_corpus
-from workflow_utils import REPO, copy_run, finished_run, planned_jobs, small_config, snakemake, write_config
+from workflow_utils import REPO, copy_run, planned_jobs, small_config, snakemake, write_config
 
 CLIPS = ["librispeech-61-70968-0000", "librivox-0880", "librivox-0930"]  # 4.9 s, 3.0 s, 3.3 s
 TARGET = "results/transcripts/tiny.en/fp32/cpu/clean.jsonl"
@@ -184,13 +184,14 @@ def _complete_batches(partial: Path) -> int:
 
 
 @pytest.mark.slow
-def test_killed_transcription_resumes_without_redoing_batches(tmp_path_factory, default_config, download_cache):
+def test_killed_transcription_resumes_without_redoing_batches(tmp_path_factory, finished_run, default_config,
+                                                              download_cache):
     from whisperquant.config import check_config, validate_schema
     from whisperquant.jobs import transcribe_job
     from whisperquant.provenance import code_digest
 
     base = small_config(default_config, download_cache)
-    work = copy_run(finished_run(tmp_path_factory, base), tmp_path_factory.mktemp("resume") / "run")
+    work = copy_run(finished_run, tmp_path_factory.mktemp("resume") / "run")
     cfg = copy.deepcopy(base)
     cfg["corpora"]["clean"]["ids"] = CLIPS
     cfg["transcription"]["batch_size"] = 1

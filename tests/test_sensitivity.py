@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from workflow_utils import small_config, snakemake, write_config
-
-DECODER_0 = r"^model\.decoder\.layers\.0\."
+from workflow_utils import DECODER_0
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +44,12 @@ def test_each_linear_gets_a_row_and_two_bits_hurt_more_than_eight(tiny_en, calib
     assert min(r["top1_pct"] for r in int8) > 90
 
 
-def test_sensitivity_runs_through_the_workflow(tmp_path, default_config, download_cache):
+def test_sensitivity_runs_through_the_workflow(wide_run):
     """A ``sensitivity:`` entry is a rule of its own: table, facts and plot, from the calibration corpus;
-    mixed-precision schemes are planned from its table and run like any other cell."""
-    hqq = {"library": "hqq", "group_size": 64, "targets": DECODER_0}
-    schemes = {"fp32": {"library": "fp32"},
-               "hqq-4bit-d0": {**hqq, "bits": 4},
-               "hqq-keep3-d0": {**hqq, "bits": 2, "mixed": {"sensitivity": "hqq-4bit-d0", "keep": 3, "keep_bits": 8}},
-               # tiny.en is 151.1 MB in fp32, decoder layer 0's Linears 9.4 MB of it: between all-2 and all-8 bits
-               "hqq-budget-d0": {**hqq, "mixed": {"sensitivity": "hqq-4bit-d0", "budget_mb": 143.3,
-                                                  "choices": [2, 4, 8]}}}
-    cfg = small_config(default_config, download_cache, schemes=schemes)
-    cfg["sensitivity"] = [{"model": "tiny.en", "scheme": "hqq-4bit-d0"}]
-    write_config(tmp_path, cfg)
-    snakemake(tmp_path, "--cores", "2", timeout=1200)
+    mixed-precision schemes are planned from its table and run like any other cell (the shared wide run)."""
     import pandas as pd
 
-    out = tmp_path / "results" / "report" / "sensitivity" / "tiny.en"
+    out = wide_run / "results" / "report" / "sensitivity" / "tiny.en"
     table = pd.read_csv(out / "hqq-4bit-d0.csv")
     assert len(table) == 10 and table.kl.notna().all() and list(table.order) == list(range(10))
     facts = json.loads((out / "hqq-4bit-d0.json").read_text())
@@ -71,31 +58,36 @@ def test_sensitivity_runs_through_the_workflow(tmp_path, default_config, downloa
     assert (out / "hqq-4bit-d0.png").stat().st_size > 10_000
     assert facts["bits"] == 4
     ranked = list(table.sort_values("kl", ascending=False).module)
-    keep = json.loads((tmp_path / "results/quantized/tiny.en/hqq-keep3-d0.json").read_text())
+    keep = json.loads((wide_run / "results/quantized/tiny.en/hqq-keep3-d0.json").read_text())
     assert keep["status"] == "ok" and keep["mixed"]["widths"] == {"8": 3, "2": 7}
     assert sorted(m for m, w in keep["mixed"]["plan"].items() if w == 8) == sorted(ranked[:3])
     assert sorted(keep["resolved_params"]["layer_bits"]) == sorted(ranked[:3])
-    budget = json.loads((tmp_path / "results/quantized/tiny.en/hqq-budget-d0.json").read_text())
+    budget = json.loads((wide_run / "results/quantized/tiny.en/hqq-budget-d0.json").read_text())
     assert budget["status"] == "ok" and len(budget["mixed"]["widths"]) >= 2, budget["mixed"]
     assert budget["artifact_bytes"] <= 143.3e6 and 2 < budget["bits"] < 8
     for scheme in ("hqq-keep3-d0", "hqq-budget-d0"):  # scored cells, in the summary like any other
-        score = json.loads((tmp_path / f"results/scores/tiny.en/{scheme}/cpu/clean.json").read_text())
+        score = json.loads((wide_run / f"results/scores/tiny.en/{scheme}/cpu/clean.json").read_text())
         assert score["status"] == "ok", score
-    summary = pd.read_csv(tmp_path / "results/report/summary.csv").set_index("scheme")
+    summary = pd.read_csv(wide_run / "results/report/summary.csv").set_index("scheme")
     assert summary.loc["hqq-budget-d0", "bits"] == pytest.approx(budget["bits"])
-    cfg["schemes"]["hqq-keep3-d0"]["mixed"]["sensitivity"] = "nope"
-    write_config(tmp_path, cfg)
-    proc = snakemake(tmp_path, "-n", check=False)
-    assert proc.returncode != 0 and "schemes.hqq-keep3-d0.mixed.sensitivity: unknown scheme 'nope'" in (
-        proc.stdout + proc.stderr)
-    cfg["schemes"]["hqq-keep3-d0"]["mixed"]["sensitivity"] = "hqq-4bit-d0"
-    cfg["schemes"]["hqq-keep3-d0"]["targets"] = r"^model\.decoder\.layers\.1\."
-    write_config(tmp_path, cfg)
-    proc = snakemake(tmp_path, "-n", check=False)
-    assert proc.returncode != 0 and "plan from a table of the same layers" in proc.stdout + proc.stderr
-    cfg["schemes"]["hqq-keep3-d0"]["targets"] = DECODER_0
-    cfg["sensitivity"] = [{"model": "tiny.en", "scheme": "fp32"}]
-    write_config(tmp_path, cfg)
-    proc = snakemake(tmp_path, "-n", check=False)
-    assert proc.returncode != 0 and "sensitivity[0].scheme: 'fp32' (fp32) quantises no single Linear" in (
-        proc.stdout + proc.stderr)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c["schemes"]["hqq-keep3-d0"]["mixed"].update(sensitivity="nope"),
+     "schemes.hqq-keep3-d0.mixed.sensitivity: unknown scheme 'nope'"),
+    (lambda c: c["schemes"]["hqq-keep3-d0"].update(targets=r"^model\.decoder\.layers\.1\."),
+     "plan from a table of the same layers"),
+    (lambda c: c.update(sensitivity=[{"model": "tiny.en", "scheme": "fp32"}]),
+     "sensitivity[0].scheme: 'fp32' (fp32) quantises no single Linear"),
+])
+def test_a_bad_sensitivity_entry_names_the_key(default_config, download_cache, mutate, message):
+    """The wide run's config with one mistake: refused before any job, by the checks the workflow runs
+    (tests/test_config_validation.py proves a ConfigError stops ``snakemake -n``)."""
+    from whisperquant.config import ConfigError, check_config, validate_schema
+    from workflow_utils import wide_config
+
+    cfg = wide_config(default_config, download_cache)
+    mutate(cfg)
+    with pytest.raises(ConfigError) as err:
+        check_config(validate_schema(cfg))
+    assert message in str(err.value)

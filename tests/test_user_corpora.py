@@ -20,7 +20,7 @@ from whisperquant.data.audio import AudioError, load_audio
 from whisperquant.data.manifest import read_manifest
 from whisperquant.data.sources.manifest import CorpusInputError
 from whisperquant.quantize.base import cuda_present
-from workflow_utils import TWO_CLIPS, copy_run, finished_run, planned_jobs, small_config, snakemake, write_config
+from workflow_utils import TWO_CLIPS, copy_run, planned_jobs, small_config, snakemake, write_config
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +216,7 @@ def _hub_parquet(corpus_dir: Path, out: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_own_model_and_speech_run_through_the_workflow(recordings, tmp_path_factory, default_config,
+def test_own_model_and_speech_run_through_the_workflow(recordings, tmp_path_factory, finished_run, default_config,
                                                        download_cache):
     """Each new source end to end in one Snakemake run, beside the finished small run.
 
@@ -231,7 +231,7 @@ def test_own_model_and_speech_run_through_the_workflow(recordings, tmp_path_fact
 
     root, texts, _ = recordings
     base = small_config(default_config, download_cache)
-    work = copy_run(finished_run(tmp_path_factory, base), tmp_path_factory.mktemp("own") / "run")
+    work = copy_run(finished_run, tmp_path_factory.mktemp("own") / "run")
     clean = work / "resources" / "corpora" / "clean"
     listing = work / "my_speech.tsv"
     lines = ["audio\ttext"] + [f"{root / 'audio' / _audio_name(root, u)}\t{t}" for u, t in texts.items()]

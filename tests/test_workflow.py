@@ -6,16 +6,9 @@ import json
 
 import pandas as pd
 import pytest
-from workflow_utils import finished_run as shared_run
-from workflow_utils import planned_jobs, small_config
+from workflow_utils import CALIBRATED, planned_jobs
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, default_config, download_cache):
-    # The same small run the reliability tests use, made once per session.
-    return shared_run(tmp_path_factory, small_config(default_config, download_cache))
 
 
 def test_summary_has_real_rows(finished_run):
@@ -91,28 +84,19 @@ def test_rerun_plans_nothing(finished_run):
     assert planned_jobs(finished_run) == {}
 
 
-def test_noisy_corpus_and_calibrated_scheme(tmp_path, default_config, download_cache):
-    """A derived (noisy) corpus and a static scheme that needs the calibration corpus."""
-    from whisperquant.quantize.backends.pytorch import _x86_without_vnni
-    from workflow_utils import snakemake, write_config
-
-    # fbgemm's non-VNNI kernels need 7-bit activations (on such a CPU the 8-bit scheme is an unsupported row)
-    cfg = small_config(default_config, download_cache, schemes={
-        "fp32": {"library": "fp32"},
-        "torch-static-int8": {"library": "pytorch", "mode": "static", "observer": "histogram",
-                              "reduce_range": _x86_without_vnni()},
-    })
-    cfg["corpora"]["clean"]["ids"] = ["librispeech-61-70968-0000"]
-    cfg["corpora"]["noisy"] = {"source": "noisy", "from": "clean", "snr_db": 5, "seed": 1}
-    cfg["calibration"]["utterances"] = 1
-    cfg["grid"]["corpora"] = ["noisy"]
-    write_config(tmp_path, cfg)
-    snakemake(tmp_path, "--cores", "2")
-    df = pd.read_csv(tmp_path / "results" / "report" / "summary.csv")
-    assert set(df.scheme) == {"fp32", "torch-static-int8"} and set(df.corpus) == {"noisy"}
-    assert (df.status == "ok").all(), df[["scheme", "status", "reason"]]
-    cell = json.loads((tmp_path / "results/quantized/tiny.en/torch-static-int8.json").read_text())
+def test_noisy_corpus_and_calibrated_scheme(wide_run):
+    """A derived (noisy) corpus and a static scheme that needs the calibration corpus (the shared wide run's
+    noisy block)."""
     from whisperquant.data.sources.embedded import utterance_ids
 
-    assert len(cell["calibration_utterances"]) == 1
-    assert cell["calibration_utterances"][0] in utterance_ids("calibration")
+    df = pd.read_csv(wide_run / "results" / "report" / "summary.csv")
+    noisy = df[df.corpus == "noisy"]
+    assert set(noisy.scheme) == {"fp32", CALIBRATED}
+    assert (noisy.status == "ok").all(), noisy[["scheme", "status", "reason"]]
+    assert (noisy.n_utts == 2).all()
+    cell = json.loads((wide_run / f"results/quantized/tiny.en/{CALIBRATED}.json").read_text())
+    assert len(cell["calibration_utterances"]) == 2  # calibration.utterances
+    assert set(cell["calibration_utterances"]) <= set(utterance_ids("calibration"))
+    # the noise is real: the noisy corpus' audio is not the clean one's
+    clean = (wide_run / "resources/corpora/clean/manifest.tsv").read_text()
+    assert (wide_run / "resources/corpora/noisy/manifest.tsv").read_text() != clean

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 import shutil
@@ -80,10 +81,14 @@ def planned_jobs(workdir: Path, *args: str, repo: Path = REPO) -> dict[str, int]
     of values and would swallow a target placed after it.
     """
     proc = snakemake(workdir, "-n", *args, "--quiet", "rules", repo=repo)
+    return job_counts(proc.stdout + proc.stderr)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The job counts per rule of the table a dry run prints (an empty dict when nothing is to be done)."""
     counts: dict[str, int] = {}
-    lines = (proc.stdout + proc.stderr).splitlines()
     started = False
-    for line in lines:
+    for line in output.splitlines():
         parts = line.split()
         if parts[:2] == ["job", "count"]:
             started = True
@@ -95,24 +100,57 @@ def planned_jobs(workdir: Path, *args: str, repo: Path = REPO) -> dict[str, int]
     return counts
 
 
-# --- shared runs, copies and dry-run details (incremental, resume and determinism tests) ---
+@functools.cache
+def paper_dry_run() -> subprocess.CompletedProcess:
+    """``python -X importtime -m snakemake -n --configfile config/paper.yaml`` from the repository root, as
+    users plan the study: made once per session, its job listing, job counts and import log serve the
+    paper-config, device and registry tests."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "snakemake", "-n", "--configfile",
+                           "config/paper.yaml"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return proc
 
-_FINISHED: dict[str, Path] = {}
+
+# --- the session's shared runs (built in conftest.py), copies and dry-run details ---
+
+#: decoder layer 0's Linears: a cheap target for HQQ schemes and the sensitivity analysis
+DECODER_0 = r"^model\.decoder\.layers\.0\."
+#: the runtimes' int8 schemes, by library, and their float32 (and CUDA-only) companions
+RUNTIME_INT8 = {"ctranslate2": "ct2-int8", "onnxruntime": "ort-int8", "openvino": "ov-int8"}
+RUNTIME_OTHERS = ["ct2-float32", "ct2-float16", "ort-fp32", "ov-fp32"]
+_HQQ_D0 = {"library": "hqq", "group_size": 64, "targets": DECODER_0}
+#: a sensitivity analysis and two mixed-precision schemes planned from its table
+SENSITIVITY_SCHEMES = {
+    "hqq-4bit-d0": {**_HQQ_D0, "bits": 4},
+    "hqq-keep3-d0": {**_HQQ_D0, "bits": 2, "mixed": {"sensitivity": "hqq-4bit-d0", "keep": 3, "keep_bits": 8}},
+    # tiny.en is 151.1 MB in fp32, decoder layer 0's Linears 9.4 MB of it: between all-2 and all-8 bits
+    "hqq-budget-d0": {**_HQQ_D0, "mixed": {"sensitivity": "hqq-4bit-d0", "budget_mb": 143.3, "choices": [2, 4, 8]}},
+}
+#: the calibrated scheme that also runs on the noisy corpus
+CALIBRATED = "torch-static-int8-fo-rr"
 
 
-def finished_run(tmp_path_factory, cfg: dict, repo: Path = REPO, timeout: int = 900) -> Path:
-    """A finished run of ``cfg`` (by the workflow of ``repo``), made once per test session and shared by
-    every module asking for it.
+def wide_config(default: dict, download_cache: Path) -> dict:
+    """The small config widened to every kind of cell the end-to-end tests read, for one shared run.
 
-    Treat it as read-only: :func:`copy_run` it before changing its config or outputs.
+    Clean corpus: every scheme of the default grid (all blocks), the runtimes' float32 and int8 schemes
+    (config/kinds.yaml's), and three HQQ schemes on decoder layer 0 (one of them the subject of a sensitivity
+    analysis, two mixed-precision schemes planned from its table).  A noisy corpus derived from the clean one,
+    with fp32 and a calibrated scheme.  One thread a job and no exclusive transcription: results, not speed,
+    so two jobs run at a time.
     """
-    key = yaml.safe_dump(cfg, sort_keys=True) + str(repo)
-    if key not in _FINISHED:
-        work = tmp_path_factory.mktemp("finished-run")
-        write_config(work, cfg)
-        snakemake(work, "--cores", "2", timeout=timeout, repo=repo)
-        _FINISHED[key] = work
-    return _FINISHED[key]
+    from whisperquant.config import scheme_names
+
+    names = list(dict.fromkeys([*scheme_names(default), *RUNTIME_INT8.values(), *RUNTIME_OTHERS]))
+    schemes = {n: default["schemes"][n] for n in names} | SENSITIVITY_SCHEMES
+    cfg = small_config(default, download_cache, copy.deepcopy(schemes))
+    cfg["corpora"]["noisy"] = {"source": "noisy", "from": "clean", "snr_db": 5, "seed": 1}
+    cfg["grid"] = [cfg["grid"], {"models": ["tiny.en"], "schemes": ["fp32", CALIBRATED], "devices": ["cpu"],
+                                 "corpora": ["noisy"]}]
+    cfg["sensitivity"] = [{"model": "tiny.en", "scheme": "hqq-4bit-d0"}]
+    cfg["calibration"]["sensitivity_utterances"] = 2
+    cfg["transcription"].update(threads=1, exclusive=False)
+    return cfg
 
 
 def copy_run(src: Path, dst: Path) -> Path:
