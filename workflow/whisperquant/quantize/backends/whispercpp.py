@@ -184,9 +184,8 @@ class WhisperCpp(Engine):
             raise SchemeError(f"schemes.{scheme}.type: {reason}")
 
     def unsupported_reason(self, params: dict, device: str) -> str | None:
-        if device != "cpu":
-            return f"the pinned pywhispercpp wheel is built for the CPU only; it has no {device} backend"
-        return None
+        reason = super().unsupported_reason(params, device)  # devices: cpu only
+        return reason and f"{reason}: the pinned pywhispercpp wheel is built for the CPU only"
 
     def bits(self, params: dict) -> float:
         return WEIGHT_TYPES[params["type"]][0]
