@@ -192,3 +192,64 @@ def test_real_models_on_real_audio(tiny_en, two_clip_corpus, tmp_path):
     assert rec["speedup_low"] <= rec["speedup_vs_fp32"] <= rec["speedup_high"]
     assert rec["rtfx"] > 0 and rec["fp32_rtfx"] > 0 and rec["timed_audio_s"] > 0
     assert rec["energy_j_per_audio_h"] is None or rec["energy_j_per_audio_h"] > 0
+
+
+# --------------------------------------------------------------------------- thread binding
+
+
+def test_binding_only_where_the_job_holds_its_cores_and_never_over_the_users_choice():
+    from whisperquant.evaluate.threads import available_cores, bind_openmp_threads
+
+    cores = available_cores()
+    env: dict = {}
+    done = bind_openmp_threads(cores, holds_all_cores=True, environ=env)
+    assert done["bound"] is True and env == {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}
+
+    env = {}
+    shared = bind_openmp_threads(1, holds_all_cores=False, environ=env)
+    if cores > 1:  # fewer threads than cores, other jobs beside it: the OS places them
+        assert shared["bound"] is False and "share" in shared["reason"] and env == {}
+
+    env = {"OMP_PROC_BIND": "spread"}
+    users = bind_openmp_threads(cores, holds_all_cores=True, environ=env)
+    assert users["bound"] is None and "spread" in users["how"] and env == {"OMP_PROC_BIND": "spread"}
+
+
+BOUND_PROBE = """
+import os, sys
+sys.path.insert(0, {pkg!r})
+from whisperquant.evaluate.threads import bind_openmp_threads
+done = bind_openmp_threads(2, holds_all_cores=True)
+import torch
+torch.set_num_threads(2)
+torch.ones(4_000_000).add_(1)  # a parallel region: the OpenMP worker exists from here
+masks = sorted(tuple(sorted(os.sched_getaffinity(int(t)))) for t in os.listdir("/proc/self/task"))
+
+print(done["bound"], masks)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="binding needs a Linux host with at least two cores")
+def test_bound_threads_are_pinned_one_per_core_by_the_real_openmp_runtime():
+    """torch's libgomp reads the variables when it loads: its threads end on distinct single cores."""
+    pkg = str(Path(__file__).resolve().parents[1] / "workflow")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_PROC_BIND", "OMP_PLACES")}
+    out = subprocess.run([sys.executable, "-c", BOUND_PROBE.format(pkg=pkg)], env=env, capture_output=True,
+                         text=True, timeout=300, check=True).stdout.split(" ", 1)
+    assert out[0] == "True"
+    single = [m for m in eval(out[1]) if len(m) == 1]  # the main thread and the OpenMP worker(s)
+    assert len({m[0] for m in single}) >= 2, out[1]
+
+
+def test_binding_after_torch_loaded_says_it_is_too_late():
+    from whisperquant.evaluate.threads import bind_openmp_threads
+
+    pytest.importorskip("torch")
+    env_before = {k: os.environ.get(k) for k in ("OMP_PROC_BIND", "OMP_PLACES")}
+    done = bind_openmp_threads(2, holds_all_cores=True)
+    if env_before["OMP_PROC_BIND"] or env_before["OMP_PLACES"]:
+        assert done["bound"] is None
+    else:
+        assert done["bound"] is False and "imported before" in done["reason"]
+        assert os.environ.get("OMP_PROC_BIND") is None

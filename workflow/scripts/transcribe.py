@@ -1,10 +1,13 @@
-import os
-
 import _bootstrap  # noqa: F401
-from whisperquant.jobs import setup_logging, transcribe_job
+from whisperquant.evaluate.threads import available_cores, bind_openmp_threads
 
-# the cores this process may run on (all of the machine's where affinity is unknown, e.g. macOS)
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+THREADS = snakemake.params.transcription["threads"]
+# every core this process may use was claimed for it: no other job shares them
+EXCLUSIVE = snakemake.threads >= available_cores()
+# before torch loads its OpenMP runtime: one thread per core where the job holds its cores
+BINDING = bind_openmp_threads(THREADS, EXCLUSIVE)
+
+from whisperquant.jobs import setup_logging, transcribe_job  # noqa: E402
 
 setup_logging(snakemake.log[0])
 transcribe_job(
@@ -18,9 +21,9 @@ transcribe_job(
     snakemake.output.transcript,
     snakemake.output.timing,
     snakemake.params.transcription,
-    snakemake.params.transcription["threads"],
+    THREADS,
     snakemake.log[0],
-    # every core this process may use was claimed for it: no other job shares them
-    exclusive=snakemake.threads >= CORES,
+    exclusive=EXCLUSIVE,
     code=snakemake.params.code,
+    thread_binding=BINDING,
 )

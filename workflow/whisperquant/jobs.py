@@ -179,16 +179,17 @@ def sensitivity_job(model: str, model_dir: str | Path, scheme: str, params: dict
 def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict, artifact_dir: str | Path,
                    device: str, corpus_manifest: str | Path, out_jsonl: str | Path, out_timing: str | Path,
                    transcription: dict, threads: int, log_file: str | Path, exclusive: bool = False, *,
-                   code: str) -> None:
+                   code: str, thread_binding: dict | None = None) -> None:
     """Load the saved artifact once and transcribe the corpus (resumable), timing it by the protocol.
 
     ``model_mem_mb`` is the growth of the process' resident memory from just before
     the artifact is loaded to just after (garbage collected, freed heap pages handed
     back: :func:`whisperquant.evaluate.memory.load_measured`): what the loaded model holds, with no fp32 copy on
     the way for the backends that load onto a meta skeleton.  ``exclusive`` says whether
-    the job held every core of its machine; ``code`` is the stage's code digest for the cell's library
-    (the rule's ``code`` parameter, :func:`whisperquant.provenance.code_digest`): a partial transcript made
-    by other code is not resumed.
+    the job held every core of its machine; ``thread_binding`` what
+    :func:`whisperquant.evaluate.threads.bind_openmp_threads` did before torch loaded; ``code`` is
+    the stage's code digest for the cell's library (the rule's ``code`` parameter,
+    :func:`whisperquant.provenance.code_digest`): a partial transcript made by other code is not resumed.
     """
     import torch
     from transformers import WhisperProcessor
@@ -248,6 +249,8 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
         return
     write_record(out_timing, TimingRecord, {**base, **timing, "status": "ok", "load_s": round(load_s, 3),
                                             "threads": threads, "exclusive": bool(exclusive),
+                                            "thread_binding": thread_binding or {"bound": None,
+                                                                                 "reason": "not requested"},
                                             "model_mem_mb": round(model_mem_mb, 1),
                                             "host": host_record(threads, device)})
 

@@ -21,7 +21,7 @@ STAGE_ENTRIES = {
     "model": ("jobs:import_model_job",),
     "corpus": ("jobs:build_corpus_job",),
     "quantize": ("jobs:quantize_job",),
-    "transcribe": ("jobs:transcribe_job",),
+    "transcribe": ("jobs:transcribe_job", "evaluate.threads"),  # the script binds threads first
     "sensitivity": ("jobs:sensitivity_job",),
     "score": ("jobs:score_job",),
     "report": ("report.aggregate",),

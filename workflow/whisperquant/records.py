@@ -132,6 +132,7 @@ class TimingRecord(TranscriptionTiming, PairedTiming, total=False):
     load_s: float
     threads: int
     exclusive: bool
+    thread_binding: dict[str, Any]  # whisperquant.evaluate.threads.bind_openmp_threads: OpenMP threads pinned or not
     model_mem_mb: float
 
 
