@@ -24,6 +24,8 @@ import _common
 
 # Every child: the pipeline's own backend loads the model, ``transcribe_corpus`` decodes and times it.
 _START = r"""
+from whisperquant.evaluate.threads import bind_openmp_threads
+bind_openmp_threads({threads}, holds_all_cores=True)  # before torch loads OpenMP, as a transcription job does
 import json, tempfile, torch, warnings
 warnings.filterwarnings("ignore")
 from pathlib import Path

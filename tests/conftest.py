@@ -12,6 +12,29 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
+# --- parallel workers (pytest-xdist, README: Tests) ---
+#: The session's finished Snakemake runs: built once, so every test that reads one runs in one worker.
+SESSION_RUNS = frozenset({"finished_run", "wide_run", "second_run"})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Keep costly shared state in one worker under ``--dist loadgroup``.
+
+    A session fixture lives once per worker: the tests reading the finished runs form one group
+    (one worker builds them, the other runs everything else meanwhile); a module whose tests share
+    a module-scoped fixture (the Hub mirror's servers, a quantized model) stays in one worker.
+    """
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        names = set(getattr(info, "names_closure", ()))
+        if names & SESSION_RUNS:
+            item.add_marker(pytest.mark.xdist_group("session-runs"))
+            continue
+        defs = getattr(info, "name2fixturedefs", {}) or {}
+        if any(d.scope == "module" for fixture_defs in defs.values() for d in fixture_defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 # --- pipeline fixtures ---
 
 

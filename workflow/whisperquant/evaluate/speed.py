@@ -58,7 +58,8 @@ from .stats import median_interval
 
 #: Keys of a timing record that are this run's measurements (they differ between two runs of one config).
 MEASURED_KEYS = frozenset({
-    "pairs", "pair_ratios", "self_ratio", "timing_stop", "timing_s", "speedup_vs_fp32", "speedup_low", "speedup_high",
+    "pairs", "pair_ratios", "cell_walls", "ref_walls", "self_ratio", "timing_stop", "timing_s", "speedup_vs_fp32",
+    "speedup_low", "speedup_high",
     "rtfx", "rtfx_low", "rtfx_high", "fp32_rtfx", "fp32_rtfx_low", "fp32_rtfx_high", "rtf", "timed_wall_s",
     "timed_audio_s", "core_s_per_audio_h", "cpu_s_per_audio_h", "gpu_s_per_audio_h", "energy_j_per_audio_h",
     "load_1m_before", "load_1m_after",
@@ -284,6 +285,9 @@ def paired_timing(decode_cell: Decode, decode_ref: Decode, batch: Sequence[Any],
         "timing_settings": asdict(settings),
         "pairs": len(ratios),
         "pair_ratios": [round(r, 5) for r in ratios],
+        # the raw decodes behind the pairs (cell: one more than pairs), so a reader sees which side moved
+        "cell_walls": [round(w, 4) for w in cells],
+        "ref_walls": [round(w, 4) for w in refs],
         "timing_stop": stop,
         "timing_s": round(time.perf_counter() - t_start, 3),
         "speedup_vs_fp32": round(speedup, 4),
