@@ -13,4 +13,5 @@ quantize_job(
     snakemake.params.calibration,
     snakemake.log[0],
     snakemake.input.sensitivity[0] if snakemake.input.sensitivity else None,
+    declared_mem_mb=snakemake.resources.get("mem_mb"),
 )

@@ -103,8 +103,12 @@ def build_corpus_job(name: str, spec: dict, out_manifest: str | Path, cache_dir:
 
 def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, out_dir: str | Path,
                  calibration_manifest: str | Path | None, calibration_settings: dict | None,
-                 log_file: str | Path, sensitivity_csv: str | Path | None = None) -> None:
+                 log_file: str | Path, sensitivity_csv: str | Path | None = None,
+                 declared_mem_mb: int | None = None) -> None:
     """Quantise, save and size one (model, scheme); a LibraryLimitation becomes a failed record.
+
+    The record keeps the job's peak resident memory beside the memory its rule declared
+    (``declared_mem_mb``, what a SLURM job is held to), and the log warns when the peak exceeds it.
 
     The artifact is ``out_dir``; its record (sizes, the sha256 of every artifact file) is
     ``<out_dir>.json`` beside it (:func:`whisperquant.quantize.artifact.record_path`).  A scheme
@@ -135,6 +139,14 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     except LibraryLimitation as e:
         log.error("%s cannot quantise this: %s\n%s", library, e, traceback.format_exc())
         record.update(status=limitation_status(e), reason=f"{library}: {e}"[:500], log=str(log_file))
+    from .evaluate.memory import peak_rss_mb
+
+    record["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    if declared_mem_mb:
+        record["declared_mem_mb"] = int(declared_mem_mb)
+        if record["peak_rss_mb"] > declared_mem_mb:
+            log.warning("%s/%s: peak memory %.0f MB exceeds the %d MB its rule declares (resources.mem_mb): "
+                        "a cluster would kill this job", model, scheme, record["peak_rss_mb"], declared_mem_mb)
     record[DIGESTS_KEY] = file_digests(tmp)  # the finished artifact, as every later job must find it
     if out_dir.exists():
         shutil.rmtree(out_dir)

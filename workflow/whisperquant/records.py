@@ -35,6 +35,8 @@ class QuantRecord(TypedDict, total=False):
     reason: str
     log: str
     quantize_s: float
+    peak_rss_mb: float  # the quantize job's peak resident memory (model, calibration, build, save)
+    declared_mem_mb: int  # what the rule declared (resources.mem_mb: what SLURM enforces)
     calibration_utterances: list[str]
     calibration_tokens: int  # greedy tokens per calibration batch (the evaluation's prompt)
     mixed: dict[str, Any]  # a mixed scheme's plan: sensitivity, widths, mean_bits, plan, attempts[, estimated_bytes]

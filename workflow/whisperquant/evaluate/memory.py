@@ -19,6 +19,14 @@ if TYPE_CHECKING:
     from ..quantize.base import Backend
 
 
+def peak_rss_mb() -> float:
+    """The process' peak resident memory so far (``ru_maxrss``), MB."""
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
 def rss_mb() -> float:
     import psutil
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from pathlib import Path
 from ..data.audio import load_audio
 from ..data.manifest import read_manifest
 from ..models.decoding import generate_kwargs_for, is_multilingual  # noqa: F401  (the evaluation's rule, re-exported)
+from .memory import peak_rss_mb
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,6 @@ def _read_partial(path: Path, fp: str) -> tuple[dict[str, dict], list[dict]]:
         tmp.write_text("".join(line + "\n" for line in lines[:good]), encoding="utf-8")
         os.replace(tmp, path)
     return done, batches
-
-
-def peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
 
 
 def decode_batch(model, processor, batch: list[Utterance], generate_kwargs: dict, device: str = "cpu",
