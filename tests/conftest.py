@@ -13,26 +13,41 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
 # --- parallel workers (pytest-xdist, README: Tests) ---
-#: The session's finished Snakemake runs: built once, so every test that reads one runs in one worker.
-SESSION_RUNS = frozenset({"finished_run", "wide_run", "second_run"})
+#: The session's finished Snakemake runs: built once per worker, so every test that reads one runs in one worker.
+SESSION_RUNS = ("finished_run", "wide_run", "second_run")
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """Keep costly shared state in one worker under ``--dist loadgroup``.
+def _worker_scope(test_file: Path) -> str | None:
+    """The scope a test file's tests share: ``session-runs`` for a file that reads a finished run, the
+    file itself for one with a module-scoped fixture (the Hub mirror's servers, a quantized model),
+    None (each test on its own) for the rest.  Read from the file's text: the controller has no
+    fixture information, only node ids."""
+    try:
+        text = test_file.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    if any(name in text for name in SESSION_RUNS):
+        return "session-runs"
+    return str(test_file) if 'scope="module"' in text else None
 
-    A session fixture lives once per worker: the tests reading the finished runs form one group
-    (one worker builds them, the other runs everything else meanwhile); a module whose tests share
-    a module-scoped fixture (the Hub mirror's servers, a quantized model) stays in one worker.
-    """
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        names = set(getattr(info, "names_closure", ()))
-        if names & SESSION_RUNS:
-            item.add_marker(pytest.mark.xdist_group("session-runs"))
-            continue
-        defs = getattr(info, "name2fixturedefs", {}) or {}
-        if any(d.scope == "module" for fixture_defs in defs.values() for d in fixture_defs):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+def pytest_xdist_make_scheduler(config, log):
+    """Distribute by :func:`_worker_scope`: one worker builds the finished runs and runs their readers,
+    the other runs the in-process tests beside it.  (xdist's own ``--dist loadgroup`` renames node ids
+    through an attribute pytest 9 no longer reads, so its groups are silently ignored.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    root = Path(config.rootpath)
+    scopes: dict[str, str | None] = {}
+
+    class SharedRunScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if path not in scopes:
+                scopes[path] = _worker_scope(root / path)
+            return scopes[path] or nodeid
+
+    return SharedRunScheduling(config, log)
 
 
 # --- pipeline fixtures ---

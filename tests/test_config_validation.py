@@ -144,8 +144,8 @@ def test_schema_fills_defaults(default_config):
     _check(cfg)
     assert cfg["transcription"]["max_new_tokens"] == 128
     assert cfg["transcription"]["exclusive"] is True
-    assert cfg["transcription"]["timing"] == {"units": 1, "nice": -19, "min_pairs": 6, "max_pairs": 16,
-                                              "target_halfwidth": 0.02, "max_s": 90}
+    assert cfg["transcription"]["timing"] == {"units": 1, "nice": -19, "min_pairs": 6, "max_pairs": 12,
+                                              "target_halfwidth": 0.02, "max_s": 60}
     assert cfg["report"] == {"bootstrap_resamples": 1000, "bootstrap_unit": "utterance", "seed": 0,
                              "pareto_max_wer": 0.5}
     assert cfg["devices"] == {"cuda": {"available": "auto"}}

@@ -76,9 +76,9 @@ class TimingSettings:
     units: int = 1
     nice: int | None = -19
     min_pairs: int = 6
-    max_pairs: int = 16
+    max_pairs: int = 12
     target_halfwidth: float = 0.02
-    max_s: float = 90.0
+    max_s: float = 60.0
 
     @classmethod
     def from_config(cls, cfg: dict | None) -> TimingSettings:
