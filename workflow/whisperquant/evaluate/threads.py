@@ -1,16 +1,13 @@
 """OpenMP threads pinned one per core in a job that holds its cores, so speed is the libraries'.
 
-Why.  Measured on this project's 2-core VM (AMD EPYC, threads 2): an HQQ 4-bit Whisper
-base decode took either ~2.3 s or ~3.6 s, the slow state lasting from one decode to a
-whole process, while fp32 decodes beside it stayed at ~1.9 s; so HQQ's paired speedup
-was 0.79 in one job and 0.51 in the next.  The slow decodes took what the same decode
-takes on one thread (3.4-3.6 s): Linux's scheduler had put both OpenMP threads on one
-core, and the dequantize-then-multiply kernels of HQQ (and quanto, bitsandbytes) suffer
-from that far more than fp32's GEMM.  With the threads bound one per core
-(``OMP_PROC_BIND=close``, ``OMP_PLACES=cores``, read by GNU and LLVM/Intel OpenMP when
-the runtime loads), five processes of ten pairs each showed no slow decode.  A deployment
-that cares about speed pins its threads too (whisper.cpp and CTranslate2 users set
-affinity), so the bound figure is the one a user can reproduce.
+Why.  Where the OS puts a job's threads is one more thing that moves a timing, and a
+deployment that cares about speed pins them (whisper.cpp and CTranslate2 users set
+affinity), so the bound figure is the one a user can reproduce.  Measured on this
+project's 2-core VM (AMD EPYC, threads 2): an unbound process of HQQ 4-bit Whisper base
+ran every decode at one-thread speed (~3.6 s instead of ~2.3 s; fp32 beside it ~1.9 s),
+which made stacked threads the first suspect for the two-speed decodes of the
+dequantizing libraries.  Binding is not the cure: bound, HQQ still switched between
+2.25-2.31 s and 3.60-3.78 s decodes within one job of a quiet default run.
 
 When.  Only a job that holds every core it may run on (a local job that claimed all
 cores, a SLURM task in its own cpuset, or ``threads`` equal to the cores in its
