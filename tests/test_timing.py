@@ -224,7 +224,6 @@ import torch
 torch.set_num_threads(2)
 torch.ones(4_000_000).add_(1)  # a parallel region: the OpenMP worker exists from here
 masks = sorted(tuple(sorted(os.sched_getaffinity(int(t)))) for t in os.listdir("/proc/self/task"))
-
 print(done["bound"], masks)
 """
 

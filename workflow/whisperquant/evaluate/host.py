@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .threads import available_cores
+
 #: The CPU flags (as /proc/cpuinfo spells them) that select different GEMM kernels in the
 #: libraries this project runs, in the order :func:`isa_label` names them.
 ISA_FLAGS = (
@@ -104,8 +106,7 @@ def gpu_facts() -> dict[str, Any] | None:
 
 def host_record(threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
     """What a record says of the machine it was made on (see the module docstring)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    rec: dict[str, Any] = {**cpu_facts(), "cores_available": cores, "cpu_count": os.cpu_count(),
+    rec: dict[str, Any] = {**cpu_facts(), "cores_available": available_cores(), "cpu_count": os.cpu_count(),
                            "hostname": platform.node(), "os": f"{platform.system()} {platform.release()}",
                            "python": platform.python_version(), "versions": _versions()}
     if threads is not None:
