@@ -206,12 +206,13 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
     import torch
     from transformers import WhisperProcessor
 
-    from .evaluate.memory import load_measured
+    from .evaluate.memory import hold_freed_heap, load_measured
     from .evaluate.transcribe import fingerprint, generate_kwargs_for, load_corpus, transcribe_corpus
     from .quantize import LibraryLimitation, get_backend
     from .quantize.artifact import verified_record
 
     set_threads(threads)
+    allocator = hold_freed_heap()  # a decode's speed must not depend on the heap's history (evaluate/memory.py)
     qrec = verified_record(artifact_dir)
     backend = get_backend(params["library"])
     p = {k: v for k, v in params.items() if k != "library"}
@@ -263,6 +264,7 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
                                             "threads": threads, "exclusive": bool(exclusive),
                                             "thread_binding": thread_binding or {"bound": None,
                                                                                  "reason": "not requested"},
+                                            "allocator": allocator,
                                             "model_mem_mb": round(model_mem_mb, 1),
                                             "host": host_record(threads, device)})
 

@@ -137,6 +137,7 @@ class TimingRecord(TranscriptionTiming, PairedTiming, total=False):
     threads: int
     exclusive: bool
     thread_binding: dict[str, Any]  # whisperquant.evaluate.threads.bind_openmp_threads: OpenMP threads pinned or not
+    allocator: dict[str, Any]  # whisperquant.evaluate.memory.hold_freed_heap: glibc's thresholds fixed or not
     model_mem_mb: float
 
 
