@@ -206,13 +206,12 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
     import torch
     from transformers import WhisperProcessor
 
-    from .evaluate.memory import hold_freed_heap, load_measured
+    from .evaluate.memory import load_measured
     from .evaluate.transcribe import fingerprint, generate_kwargs_for, load_corpus, transcribe_corpus
     from .quantize import LibraryLimitation, get_backend
     from .quantize.artifact import verified_record
 
     set_threads(threads)
-    allocator = hold_freed_heap()  # a decode's speed must not depend on the heap's history (evaluate/memory.py)
     qrec = verified_record(artifact_dir)
     backend = get_backend(params["library"])
     p = {k: v for k, v in params.items() if k != "library"}
@@ -264,7 +263,6 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
                                             "threads": threads, "exclusive": bool(exclusive),
                                             "thread_binding": thread_binding or {"bound": None,
                                                                                  "reason": "not requested"},
-                                            "allocator": allocator,
                                             "model_mem_mb": round(model_mem_mb, 1),
                                             "host": host_record(threads, device)})
 
@@ -279,6 +277,7 @@ def time_against_fp32(model_obj, gen: dict, dtype, backend, params: dict, model_
     """
     import gc
 
+    from .evaluate.memory import hold_freed_heap
     from .evaluate.speed import EnergyMeter, RaisedPriority, TimingSettings, paired_timing, timing_workload
     from .evaluate.transcribe import decode_batch, generate_kwargs_for
     from .quantize import get_backend
@@ -298,6 +297,9 @@ def time_against_fp32(model_obj, gen: dict, dtype, backend, params: dict, model_
 
     from tqdm import tqdm
 
+    # From here on a decode's speed must not depend on the heap's history (evaluate/memory.py); the
+    # accuracy pass before it, whose peak memory is the record's, ran with glibc's defaults, as a user's would.
+    allocator = hold_freed_heap()
     bar = tqdm(desc="paired timing", unit="pair", file=sys.stderr)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     try:
@@ -308,7 +310,7 @@ def time_against_fp32(model_obj, gen: dict, dtype, backend, params: dict, model_
     finally:
         bar.close()
     # what the host was doing: the 1-minute load average before and after (this job's own threads count)
-    out.update(timing_priority=priority.outcome, load_1m_before=load_before,
+    out.update(timing_priority=priority.outcome, allocator=allocator, load_1m_before=load_before,
                load_1m_after=os.getloadavg()[0] if load_before is not None else None)
     if device == "cuda":
         out["gpu_s_per_audio_h"] = out.pop("core_s_per_audio_h")

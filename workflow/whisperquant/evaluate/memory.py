@@ -63,8 +63,10 @@ def hold_freed_heap() -> dict:
     measured on this project (2-core AMD EPYC, AVX2; HQQ 4-bit Whisper base, one timing unit), the
     same decode took 0 to 80,000 page faults from one repetition to the next by default and none
     after this call, and the spread of its paired ratios against fp32 fell from 7.3 % to 4.7 %.
-    Blocks under 32 MiB then always reuse the heap and the heap is never trimmed on its own
-    (:func:`settled_rss_mb` still trims explicitly, so the memory figures are unchanged).  A user's
+    Blocks under 32 MiB then always reuse the heap and the heap is never trimmed on its own.  A
+    transcription job calls it only for its timing phase, after the accuracy pass whose peak memory
+    it records: held, freed memory stays resident (quanto int8's job peaked 16 % higher when the
+    whole job ran held), which a user's process with glibc's defaults would not show.  A user's
     own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` is left alone.
     """
     import ctypes

@@ -13,6 +13,21 @@ on the MatMul weights of the target Linears only (the embedding, the
 attention products and the tied output projection are in NNCF's ignored
 scope, as they stay float in every other library's schemes).  Weights are
 decompressed inside the MatMul kernels: the matmuls compute in float32.
+``int3_sym`` and ``int2_sym`` are NNCF's 3- and 2-bit symmetric group modes.
+
+``data`` makes the weight compression data-aware (NNCF's algorithms, on the
+inputs the target MatMuls see while the fp32 IR decodes the calibration set
+greedily, as ``full_int8`` calibrates): ``awq`` (activation-aware scaling,
+where NNCF finds its pattern), ``gptq`` (second-order error compensation),
+``se`` (scale estimation), or ``awq+se`` / ``gptq+se``.  NNCF's GPTQ handles
+only MatMuls whose weight is stored transposed (``transpose_b``), and the
+exported graphs store ``W^T`` (``x @ W^T`` as ``MatMul(x, W^T)``): for GPTQ
+each target MatMul is first re-expressed as ``MatMul(x, W, transpose_b)``,
+the same product.  ``ratio`` < 1 is NNCF's own mixed precision: that share
+of the target weights at the primary width, the rest at NNCF's backup
+(int8 asymmetric), chosen by ``sensitivity`` (NNCF's metrics; the
+activation-based ones use the calibration inputs).
+
 ``compression: full_int8`` is ``nncf.quantize`` with the transformer preset
 (SmoothQuant, int8 weights and activations) on the same target MatMuls,
 calibrated on the inputs both graphs see while the fp32 IR decodes the
@@ -45,26 +60,43 @@ from ._graphs import (
 GRAPHS = ("encoder", "decoder")
 #: compression -> (NNCF mode name, weight bits)
 COMPRESSION = {"none": (None, 32.0), "int8_asym": ("INT8_ASYM", 8.0), "int8_sym": ("INT8_SYM", 8.0),
-               "int4_sym": ("INT4_SYM", 4.0), "int4_asym": ("INT4_ASYM", 4.0), "full_int8": ("quantize", 8.0)}
+               "int4_sym": ("INT4_SYM", 4.0), "int4_asym": ("INT4_ASYM", 4.0), "int3_sym": ("INT3_SYM", 3.0),
+               "int2_sym": ("INT2_SYM", 2.0), "full_int8": ("quantize", 8.0)}
+#: data -> the keyword arguments of ``nncf.compress_weights`` it switches on
+DATA_AWARE = {"none": {}, "awq": {"awq": True}, "gptq": {"gptq": True}, "se": {"scale_estimation": True},
+              "awq+se": {"awq": True, "scale_estimation": True}, "gptq+se": {"gptq": True, "scale_estimation": True}}
+#: NNCF's sensitivity metrics for ``ratio`` < 1 (``nncf.SensitivityMetric``); all but the first read activations
+SENSITIVITY = ("weight_quantization_error", "hessian_input_activation", "mean_activation_variance",
+               "max_activation_variance", "mean_activation_magnitude")
 
 
 class OpenVINO(Engine):
     library = "openvino"
-    parameters = {"compression": (tuple(COMPRESSION), "int8_asym"), "group_size": (int, 128)}
+    parameters = {"compression": (tuple(COMPRESSION), "int8_asym"), "group_size": (int, 128),
+                  "data": (tuple(DATA_AWARE), "none"), "ratio": (float, 1.0),
+                  "sensitivity": (SENSITIVITY, "weight_quantization_error")}
     artifact_files = ("encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin")
 
     def check(self, scheme: str, params: dict) -> None:
         if params["group_size"] < 1:
             raise SchemeError(f"schemes.{scheme}.group_size: must be a positive number of weights")
+        grouped = _grouped(params)
+        if params["data"] != "none" and not grouped:
+            raise SchemeError(f"schemes.{scheme}.data: NNCF's data-aware algorithms ({params['data']}) work on the "
+                              f"group modes int4_sym/int4_asym/int3_sym/int2_sym, not {params['compression']!r}")
+        if not 0 < params["ratio"] <= 1 or (params["ratio"] < 1 and not grouped):
+            raise SchemeError(f"schemes.{scheme}.ratio: {params['ratio']} must be in (0, 1], and below 1 only "
+                              "with a group mode (the rest of the weights go to NNCF's 8-bit backup)")
 
     def check_model(self, scheme: str, params: dict, dims: dict) -> None:
         d = dims.get("d_model")
-        if params["compression"].startswith("int4") and d and d % params["group_size"]:
+        if _grouped(params) and d and d % params["group_size"]:
             raise SchemeError(f"schemes.{scheme}.group_size: {params['group_size']} does not divide the model's "
                               f"width {d}")
 
     def needs_calibration(self, params: dict) -> bool:
-        return params["compression"] == "full_int8"
+        return (params["compression"] == "full_int8" or params.get("data", "none") != "none"
+                or (params.get("ratio", 1.0) < 1 and params.get("sensitivity") != SENSITIVITY[0]))
 
     def compute_dtype(self, params: dict, device: str) -> str:
         return "int8" if params["compression"] == "full_int8" else "float32"
@@ -80,7 +112,13 @@ class OpenVINO(Engine):
             return ("static: nncf.quantize (transformer preset: SmoothQuant, int8 weights and activations) "
                     "calibrated on the calibration set")
         kind = "per output channel" if c.startswith("int8") else f"in groups of {params['group_size']}"
-        return f"weight-only: NNCF {c} {kind}, decompressed to float32 in the MatMul"
+        extra = ""
+        if params.get("data", "none") != "none":
+            extra += f", data-aware ({params['data']}) on the calibration set"
+        if params.get("ratio", 1.0) < 1:
+            extra += (f", NNCF mixed precision: {params['ratio']:.0%} of the weights at the primary width, the rest "
+                      f"int8 asymmetric, by {params['sensitivity']}")
+        return f"weight-only: NNCF {c} {kind}{extra}, decompressed to float32 in the MatMul"
 
     def build(self, base_model_dir: Path, params: dict, calibration, out_dir: Path) -> None:
         import openvino as ov
@@ -95,7 +133,7 @@ class OpenVINO(Engine):
             del model
             graphs = {name: ov.convert_model(str(Path(work) / f"{name}.onnx")) for name in GRAPHS}
             samples = None
-            if mode == "quantize":
+            if self.needs_calibration(params):
                 for name, graph in graphs.items():  # fp32 IR, decoded to collect calibration inputs
                     ov.save_model(graph, str(Path(work) / f"{name}.xml"), compress_to_fp16=False)
                 samples = _calibration_samples(base_model_dir, Path(work), calibration)
@@ -104,7 +142,7 @@ class OpenVINO(Engine):
                 if mode == "quantize" and targets:
                     graph = _quantize(graph, samples[name], targets)
                 elif mode is not None and targets:
-                    graph = _compress(graph, mode, params, targets)
+                    graph = _compress(graph, mode, params, targets, samples[name] if samples else None)
                 ov.save_model(graph, str(out_dir / f"{name}.xml"), compress_to_fp16=False)
 
     def load(self, base_model_dir: Path, params: dict, artifact_dir: Path, device: str) -> EngineModel:
@@ -174,16 +212,59 @@ def _quantize(graph, samples: list[dict], targets: list[str]):
                          subset_size=len(samples), ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
 
 
-def _compress(graph, mode: str, params: dict, targets: list[str]):
-    """NNCF weight compression of the ``targets`` MatMuls; every other weighted op in the ignored scope."""
+def _grouped(params: dict) -> bool:
+    """Whether the scheme's compression quantises in groups (NNCF's 4-, 3- and 2-bit modes)."""
+    return params["compression"].startswith(("int4", "int3", "int2"))
+
+
+def _compress(graph, mode: str, params: dict, targets: list[str], samples: list[dict] | None = None):
+    """NNCF weight compression of the ``targets`` MatMuls; every other weighted op in the ignored scope.
+
+    ``samples``: the graph's calibration inputs, for the data-aware algorithms (``data``) and an
+    activation-based ``sensitivity``; streamed through the graph by NNCF, which keeps per-layer
+    statistics (for GPTQ, each target's input rows, reduced to its Hessian layer by layer).
+    """
     import nncf
 
+    data = DATA_AWARE[params.get("data", "none")]
+    if data.get("gptq"):
+        graph = _weight_transposed(graph, targets)
     wanted = set(targets)
     ignored = [op.get_friendly_name() for op in graph.get_ops()
                if op.get_type_name() in ("MatMul", "Gather", "Convolution") and op.get_friendly_name() not in wanted]
-    kwargs = {"group_size": params["group_size"], "ratio": 1.0} if mode.startswith("INT4") else {}
+    kwargs: dict = {}
+    if _grouped(params):
+        kwargs = {"group_size": params["group_size"], "ratio": params.get("ratio", 1.0), **data}
+        if params.get("ratio", 1.0) < 1:
+            kwargs["sensitivity_metric"] = getattr(nncf.SensitivityMetric, params["sensitivity"].upper())
+        if samples:
+            kwargs.update(dataset=nncf.Dataset(samples), subset_size=len(samples))
     return nncf.compress_weights(graph, mode=getattr(nncf.CompressWeightsMode, mode),
                                  ignored_scope=nncf.IgnoredScope(names=ignored, validate=False), **kwargs)
+
+
+def _weight_transposed(graph, targets: list[str]):
+    """Each target ``MatMul(x, W^T)`` re-expressed as ``MatMul(x, W, transpose_b=True)``: the same product,
+    in the only form NNCF's GPTQ handles (it raises "Transpose is not supported" on the other).
+    The new MatMul keeps the old one's name, so ignored scopes and module names still match."""
+    import numpy as np
+    from openvino import opset13 as ops
+
+    wanted = set(targets)
+    for op in list(graph.get_ops()):
+        if op.get_type_name() != "MatMul" or op.get_friendly_name() not in wanted:
+            continue
+        attrs = op.get_attributes()
+        weight = op.input_value(1).get_node()
+        if attrs.get("transpose_b") or weight.get_type_name() != "Constant":
+            continue
+        stored = ops.constant(np.ascontiguousarray(weight.get_data().T))
+        new = ops.matmul(op.input_value(0), stored, transpose_a=bool(attrs.get("transpose_a")), transpose_b=True)
+        name = op.get_friendly_name()
+        op.output(0).replace(new.output(0))
+        new.set_friendly_name(name)
+    graph.validate_nodes_and_infer_types()
+    return graph
 
 
 def _weight_constants(graph):
