@@ -19,9 +19,7 @@ decompressed inside the MatMul kernels: the matmuls compute in float32.
 inputs the target MatMuls see while the fp32 IR decodes the calibration set
 greedily, as ``full_int8`` calibrates): ``awq`` (activation-aware scaling,
 where NNCF finds its pattern), ``gptq`` (second-order error compensation),
-``se`` (scale estimation), or ``awq+se`` / ``gptq+se``; the encoder sees the first
-``data_utterances`` (8) calibration utterances, the decoder every kept step (NNCF keeps
-each target's input rows: with all 32 utterances GPTQ passed 24 GB on base).  NNCF's GPTQ handles
+``se`` (scale estimation), or ``awq+se`` / ``gptq+se``.  NNCF's GPTQ handles
 only MatMuls whose weight is stored transposed (``transpose_b``), and the
 exported graphs store ``W^T`` (``x @ W^T`` as ``MatMul(x, W^T)``): for GPTQ
 each target MatMul is first re-expressed as ``MatMul(x, W, transpose_b)``,
@@ -75,7 +73,7 @@ SENSITIVITY = ("weight_quantization_error", "hessian_input_activation", "mean_ac
 class OpenVINO(Engine):
     library = "openvino"
     parameters = {"compression": (tuple(COMPRESSION), "int8_asym"), "group_size": (int, 128),
-                  "data": (tuple(DATA_AWARE), "none"), "data_utterances": (int, 8), "ratio": (float, 1.0),
+                  "data": (tuple(DATA_AWARE), "none"), "ratio": (float, 1.0),
                   "sensitivity": (SENSITIVITY, "weight_quantization_error")}
     artifact_files = ("encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin")
 
@@ -240,26 +238,9 @@ def _compress(graph, mode: str, params: dict, targets: list[str], samples: list[
         if params.get("ratio", 1.0) < 1:
             kwargs["sensitivity_metric"] = getattr(nncf.SensitivityMetric, params["sensitivity"].upper())
         if samples:
-            samples = _bounded(samples, params.get("data_utterances", 8))
             kwargs.update(dataset=nncf.Dataset(samples), subset_size=len(samples))
     return nncf.compress_weights(graph, mode=getattr(nncf.CompressWeightsMode, mode),
                                  ignored_scope=nncf.IgnoredScope(names=ignored, validate=False), **kwargs)
-
-
-def _bounded(samples: list[dict], utterances: int) -> list[dict]:
-    """The encoder's calibration samples cut to ``utterances`` single utterances (decoder steps unchanged).
-
-    NNCF keeps every target MatMul's input rows of every sample for GPTQ: an encoder sample is
-    1,500 rows per utterance at each of its Linears.  Measured on Whisper base with the 32
-    calibration utterances (4 batches of 8), ``ov-int3-g64-gptq-se`` passed 24 GB resident and was
-    killed by the kernel's OOM killer; 8 utterances are 12,000 rows for each encoder Linear's
-    Hessian (at most 2,048 wide).
-    """
-    if not samples or "input_features" not in samples[0]:
-        return samples
-    single = [{"input_features": s["input_features"][i : i + 1]}
-              for s in samples for i in range(s["input_features"].shape[0])]
-    return single[:max(1, utterances)]
 
 
 def _weight_transposed(graph, targets: list[str]):
