@@ -26,8 +26,6 @@ import _common
 _START = r"""
 from whisperquant.evaluate.threads import bind_openmp_threads
 bind_openmp_threads({threads}, holds_all_cores=True)  # before torch loads OpenMP, as a transcription job does
-from whisperquant.evaluate.memory import hold_freed_heap
-hold_freed_heap()  # glibc's allocator in one regime, as a transcription job has it
 import json, tempfile, torch, warnings
 warnings.filterwarnings("ignore")
 from pathlib import Path
