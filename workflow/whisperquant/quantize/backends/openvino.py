@@ -42,6 +42,7 @@ read into memory the process owns and its resident memory counts them.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -205,11 +206,18 @@ def _quantize(graph, samples: list[dict], targets: list[str]):
     """``nncf.quantize`` (transformer preset) of the target MatMuls; every other op in the ignored scope."""
     import nncf
 
+    return nncf.quantize(graph, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
+                         subset_size=len(samples), ignored_scope=_all_but(graph, targets))
+
+
+def _all_but(graph, targets: list[str]):
+    """NNCF's ignored scope: every weighted op of ``graph`` except the ``targets`` MatMuls."""
+    import nncf
+
     wanted = set(targets)
     ignored = [op.get_friendly_name() for op in graph.get_ops()
                if op.get_type_name() in ("MatMul", "Gather", "Convolution") and op.get_friendly_name() not in wanted]
-    return nncf.quantize(graph, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
-                         subset_size=len(samples), ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
+    return nncf.IgnoredScope(names=ignored, validate=False)
 
 
 def _grouped(params: dict) -> bool:
@@ -229,9 +237,6 @@ def _compress(graph, mode: str, params: dict, targets: list[str], samples: list[
     data = DATA_AWARE[params.get("data", "none")]
     if data.get("gptq"):
         graph = _weight_transposed(graph, targets)
-    wanted = set(targets)
-    ignored = [op.get_friendly_name() for op in graph.get_ops()
-               if op.get_type_name() in ("MatMul", "Gather", "Convolution") and op.get_friendly_name() not in wanted]
     kwargs: dict = {}
     if _grouped(params):
         kwargs = {"group_size": params["group_size"], "ratio": params.get("ratio", 1.0), **data}
@@ -239,9 +244,14 @@ def _compress(graph, mode: str, params: dict, targets: list[str], samples: list[
             kwargs["sensitivity_metric"] = getattr(nncf.SensitivityMetric, params["sensitivity"].upper())
         if samples:
             kwargs.update(dataset=nncf.Dataset(samples), subset_size=len(samples))
-    with _NNCFMessages() as said:
+    # NNCF's logger writes to stdout and does not propagate: its messages are kept here to be read
+    said = _KeptMessages()
+    logging.getLogger("nncf").addHandler(said)
+    try:
         out = nncf.compress_weights(graph, mode=getattr(nncf.CompressWeightsMode, mode),
-                                    ignored_scope=nncf.IgnoredScope(names=ignored, validate=False), **kwargs)
+                                    ignored_scope=_all_but(graph, targets), **kwargs)
+    finally:
+        logging.getLogger("nncf").removeHandler(said)
     if data.get("awq") and any("No matching patterns" in m and "AWQ" in m for m in said.messages):
         # Measured on Whisper base: without this, `data: awq` wrote an artifact byte-identical to
         # round-to-nearest's, a row that looked data-aware and was not.
@@ -252,26 +262,15 @@ def _compress(graph, mode: str, params: dict, targets: list[str], samples: list[
     return out
 
 
-class _NNCFMessages:
-    """What NNCF logs inside the block (its logger writes to stdout and does not propagate, so the
-    job's log would not have it otherwise)."""
+class _KeptMessages(logging.Handler):
+    """A logging handler that keeps the messages it is given."""
 
-    def __enter__(self):
-        import logging
-
-        class Keep(logging.Handler):
-            def emit(inner, record: logging.LogRecord) -> None:
-                self.messages.append(record.getMessage())
-
+    def __init__(self) -> None:
+        super().__init__()
         self.messages: list[str] = []
-        self._handler = Keep()
-        logging.getLogger("nncf").addHandler(self._handler)
-        return self
 
-    def __exit__(self, *exc) -> None:
-        import logging
-
-        logging.getLogger("nncf").removeHandler(self._handler)
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def _weight_transposed(graph, targets: list[str]):
