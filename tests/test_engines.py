@@ -183,6 +183,52 @@ def test_awq_that_matches_no_pattern_is_a_limitation_not_a_silent_round_to_neare
         backend.build(tiny_en, params, [feats], tmp_path)
 
 
+def test_a_calibration_sample_is_one_utterance_whose_decoder_call_sees_what_its_steps_saw(tiny_en, clips, tmp_path):
+    """Calibration samples for the graph runtimes: one utterance each, the decoder fed the whole greedy
+    sequence at once.  Its self-attention keys and values (outputs of Linears at every position) equal
+    the cache step-by-step greedy decoding built for that utterance, so a calibrating library meets the
+    same activations as the evaluation, without a cache per step; a sample is made when it is reached."""
+    import numpy as np
+    from whisperquant.quantize.backends._graphs import (
+        GraphSamples,
+        empty_caches,
+        export_onnx,
+        fp32_calibration_samples,
+        greedy_generate,
+    )
+    from whisperquant.quantize.backends.onnxruntime import _session_functions
+    from whisperquant.quantize.engine import calibration_settings
+    from whisperquant.quantize.modules import load_fp32
+
+    _, _, feats = clips
+    model = load_fp32(tiny_en)
+    export_onnx(model, tmp_path, frames=2 * model.config.max_source_positions)
+    encode, step, _ = _session_functions(tmp_path)
+    encoder, decoder = fp32_calibration_samples(tiny_en, encode, step, [feats], "test")
+    assert isinstance(decoder, GraphSamples) and len(encoder) == len(decoder) == feats.shape[0]
+    assert [s["input_features"].shape[0] for s in encoder] == [1] * feats.shape[0]
+
+    settings = calibration_settings(tiny_en, [feats])
+    batch = feats.numpy()
+    seen = []
+
+    def recording(ids, cache, cross):
+        out = step(ids, cache, cross)
+        seen.append(out[1])
+        return out
+
+    config = settings.pop("config")
+    greedy_generate(encode, recording, batch, empty_caches(config, batch.shape[0]), **settings)
+    stepwise_k, stepwise_v = seen[-1]
+    for b, sample in enumerate(decoder):
+        n = sample["input_ids"].shape[1]
+        assert sample["self_k"].shape[3] == 0 and n > len(settings["prompt"])
+        _, (k, v) = step(sample["input_ids"], (sample["self_k"], sample["self_v"]),
+                         (sample["cross_k"], sample["cross_v"]))
+        assert np.allclose(k[:, 0], stepwise_k[:, b, :, :n], atol=1e-4)
+        assert np.allclose(v[:, 0], stepwise_v[:, b, :, :n], atol=1e-4)
+
+
 def test_gptq_transposition_computes_the_same_product(tiny_en, clips, tmp_path):
     """The re-expressed MatMuls (``x @ W`` with ``W`` stored transposed) give the fp32 graph's outputs."""
     import numpy as np

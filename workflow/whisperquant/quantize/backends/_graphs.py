@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..engine import EngineModel
+from ..engine import EngineModel, calibration_settings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -320,32 +320,73 @@ def greedy_generate(
     return out
 
 
+class GraphSamples:
+    """A re-iterable sequence of graph-input dicts, each made when it is reached.
+
+    Calibration libraries (ONNX Runtime's reader, NNCF's ``Dataset``) iterate their samples, NNCF
+    more than once; made on demand, only one sample is alive here at a time, so what this side holds
+    does not grow with utterances x tokens (what a library keeps of each sample is the library's).
+    """
+
+    def __init__(self, count: int, make: Callable[[int], dict]) -> None:
+        self.count, self.make = count, make
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        return (self.make(i) for i in range(self.count))
+
+
 def calibration_inputs(
     encode: Callable[[np.ndarray], tuple],
     step: Callable[[np.ndarray, tuple, tuple], tuple[np.ndarray, tuple]],
     batches: list[np.ndarray],
     empty: Callable[[int], tuple],
-    *,
-    steps_per_batch: int = 16,
     **greedy: object,
-) -> tuple[list[dict], list[dict]]:
-    """(encoder inputs, decoder-step inputs) met while greedily decoding calibration batches in float32.
+) -> tuple[GraphSamples, GraphSamples]:
+    """(encoder inputs, decoder inputs) for calibrating the two graphs: one sample per utterance.
 
     A static scheme's activation ranges come from the inputs the graphs see in real decoding: each
-    batch is decoded by :func:`greedy_generate` (same prompt and rules as evaluation, ``greedy``
-    its keyword arguments); of its decoder steps, ``steps_per_batch`` evenly spaced ones are kept
-    (every step's cache would hold the square of the length), the prompt step always.
+    batch is decoded by :func:`greedy_generate` in float32 (same prompt and rules as evaluation,
+    ``greedy`` its keyword arguments).  An utterance's decoder sample is then the whole sequence
+    the decoder was fed -- the prompt and every generated token it read -- in one teacher-forced
+    call with an empty cache: the causal mask gives each position what it saw step by step, so every
+    Linear meets the same activation rows as in the evaluation, without the step-by-step caches
+    (which grew with the square of the length and were thinned to 16 steps a batch before).  One
+    utterance per sample is also the unit NNCF's data-aware algorithms assume (scale estimation and
+    AWQ average each sample over its tokens), and it keeps the calibration session's attention
+    scores to one utterance's.  Samples are made on iteration: an encoder sample is a slice of the
+    features already held; a decoder sample's cross-attention state is recomputed by ``encode``.
     """
-    enc_inputs, dec_inputs = [], []
-    for features in batches:
-        enc_inputs.append({"input_features": features})
-        seen: list[dict] = []
+    import numpy as np
 
-        def recording_step(ids, cache, cross, seen=seen):
-            seen.append(dict(zip(DECODER_INPUTS, (ids, *cache, *cross), strict=True)))
-            return step(ids, cache, cross)
+    features = [b[i : i + 1] for b in batches for i in range(b.shape[0])]
+    limit = int(greedy["max_new_tokens"])
+    fed: list[list[int]] = []
+    for batch in batches:
+        # the last generated token is only read when the sequence ended before the limit
+        fed += [list(greedy["prompt"]) + tokens[: limit - 1]
+                for tokens in greedy_generate(encode, step, batch, empty(batch.shape[0]), **greedy)]
 
-        greedy_generate(encode, recording_step, features, empty(features.shape[0]), **greedy)
-        keep = sorted({0, *(round(i * (len(seen) - 1) / max(1, steps_per_batch - 1)) for i in range(steps_per_batch))})
-        dec_inputs += [seen[i] for i in keep if i < len(seen)]
-    return enc_inputs, dec_inputs
+    def decoder_sample(i: int) -> dict:
+        ids = np.asarray([fed[i]], dtype=np.int64)
+        return dict(zip(DECODER_INPUTS, (ids, *empty(1), *encode(features[i])), strict=True))
+
+    return (GraphSamples(len(features), lambda i: {"input_features": features[i]}),
+            GraphSamples(len(fed), decoder_sample))
+
+
+def fp32_calibration_samples(model_dir: Path, encode: Callable, step: Callable, calibration,
+                             what: str) -> tuple[GraphSamples, GraphSamples]:
+    """:func:`calibration_inputs` of ``calibration`` decoded by a runtime's fp32 ``encode``/``step``, with
+    the evaluation's rule (:func:`~whisperquant.quantize.engine.calibration_settings`); ``what`` names the
+    scheme kind in the error raised when no calibration set was given."""
+    from functools import partial
+
+    if not calibration:
+        raise ValueError(f"{what} needs a calibration set")
+    settings = calibration_settings(model_dir, calibration)
+    config = settings.pop("config")
+    return calibration_inputs(encode, step, [f.numpy() for f in calibration], partial(empty_caches, config),
+                              **settings)

@@ -15,7 +15,8 @@ projection stay float, as in every other library's schemes.
 and int8 activations per tensor, whose ranges (``calibrate_method``: minmax,
 percentile or entropy) come from the inputs both graphs see while fp32 decodes
 the calibration set greedily with the evaluation's rule
-(:func:`~whisperquant.quantize.engine.calibration_settings`; 16 decoder steps kept per batch).
+(:func:`~whisperquant.quantize.engine.calibration_settings`), one utterance per sample
+(:func:`~._graphs.calibration_inputs`).
 
 Decoding is :func:`~._graphs.greedy_generate` over the two sessions (one
 encoder run per batch, one decoder-step run per token), each session with the
@@ -33,15 +34,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from functools import partial
 from pathlib import Path
 
-from ..engine import Engine, EngineModel, calibration_settings, runtime_threads
+from ..engine import Engine, EngineModel, runtime_threads
 from ._graphs import (
     DECODER_INPUTS,
-    calibration_inputs,
-    empty_caches,
+    GraphSamples,
     export_onnx,
+    fp32_calibration_samples,
     graph_engine_model,
     onnx_linear_nodes,
 )
@@ -171,24 +171,19 @@ def _restore_tied_projection(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def _calibration_samples(base_model_dir: Path, fp32_dir: Path, calibration) -> tuple[list[dict], list[dict]]:
-    """Encoder and decoder-step inputs from greedy fp32 decoding of the calibration batches."""
-    if not calibration:
-        raise ValueError("ONNX Runtime static quantisation needs a calibration set")
+def _calibration_samples(base_model_dir: Path, fp32_dir: Path, calibration) -> tuple[GraphSamples, GraphSamples]:
+    """Encoder and decoder inputs from greedy fp32 decoding of the calibration batches, one utterance each.
+
+    One utterance per sample matters here: ORT's calibration session runs unoptimised, so an encoder
+    batch of 8 held every layer's 8 x heads x 1500 x 1500 attention scores at once (measured on
+    Whisper base: past 15.9 GB within 20 s of calibrating the encoder).  No op mixes utterances, so
+    the per-tensor min/max over single utterances is the batch's.
+    """
     encode, step, _ = _session_functions(fp32_dir)
-    settings = calibration_settings(base_model_dir, calibration)
-    config = settings.pop("config")
-    encoder, decoder = calibration_inputs(encode, step, [f.numpy() for f in calibration],
-                                          partial(empty_caches, config), **settings)
-    # One utterance per encoder sample.  ORT's calibration session runs unoptimised, so a batch of 8
-    # holds every layer's 8 x heads x 1500 x 1500 attention scores at once: measured on Whisper base,
-    # the job passed 15.9 GB within 20 s of calibrating the encoder (its rule declares 5,000 MB).  No
-    # encoder op mixes utterances, so the per-tensor min/max over single utterances is the batch's.
-    return [{"input_features": s["input_features"][i : i + 1]}
-            for s in encoder for i in range(s["input_features"].shape[0])], decoder
+    return fp32_calibration_samples(base_model_dir, encode, step, calibration, "ONNX Runtime static quantisation")
 
 
-def _quantize_static(src: Path, dst: Path, nodes: list[str], samples: list[dict], params: dict) -> None:
+def _quantize_static(src: Path, dst: Path, nodes: list[str], samples: GraphSamples, params: dict) -> None:
     """``quantize_static`` (QDQ, int8 activations and weights) of the target MatMuls on ``samples``."""
     from onnxruntime.quantization import (
         CalibrationDataReader,

@@ -44,16 +44,15 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from functools import partial
 from pathlib import Path
 
-from ..engine import Engine, EngineModel, calibration_settings, runtime_threads
+from ..engine import Engine, EngineModel, runtime_threads
 from ..errors import LibraryLimitation, SchemeError
 from ._graphs import (
     DECODER_INPUTS,
-    calibration_inputs,
-    empty_caches,
+    GraphSamples,
     export_onnx,
+    fp32_calibration_samples,
     graph_engine_model,
     onnx_linear_nodes,
 )
@@ -190,19 +189,15 @@ def _session_functions(artifact_dir: Path):
     return encode, step, (core, encoder, decoder, enc_req, dec_req)
 
 
-def _calibration_samples(base_model_dir: Path, fp32_dir: Path, calibration) -> dict[str, list[dict]]:
-    """Per graph, the inputs it sees while the fp32 IR decodes the calibration batches greedily."""
-    if not calibration:
-        raise ValueError("OpenVINO full int8 quantisation needs a calibration set")
+def _calibration_samples(base_model_dir: Path, fp32_dir: Path, calibration) -> dict[str, GraphSamples]:
+    """Per graph, the inputs it sees while the fp32 IR decodes the calibration batches greedily (one
+    utterance per sample, made as NNCF reaches it: :func:`~._graphs.calibration_inputs`)."""
     encode, step, _ = _session_functions(fp32_dir)
-    settings = calibration_settings(base_model_dir, calibration)
-    config = settings.pop("config")
-    enc, dec = calibration_inputs(encode, step, [f.numpy() for f in calibration],
-                                  partial(empty_caches, config), **settings)
+    enc, dec = fp32_calibration_samples(base_model_dir, encode, step, calibration, "OpenVINO calibration")
     return {"encoder": enc, "decoder": dec}
 
 
-def _quantize(graph, samples: list[dict], targets: list[str]):
+def _quantize(graph, samples: GraphSamples, targets: list[str]):
     """``nncf.quantize`` (transformer preset) of the target MatMuls; every other op in the ignored scope."""
     import nncf
 
@@ -225,7 +220,7 @@ def _grouped(params: dict) -> bool:
     return params["compression"].startswith(("int4", "int3", "int2"))
 
 
-def _compress(graph, mode: str, params: dict, targets: list[str], samples: list[dict] | None = None):
+def _compress(graph, mode: str, params: dict, targets: list[str], samples: GraphSamples | None = None):
     """NNCF weight compression of the ``targets`` MatMuls; every other weighted op in the ignored scope.
 
     ``samples``: the graph's calibration inputs, for the data-aware algorithms (``data``) and an
