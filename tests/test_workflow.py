@@ -100,3 +100,13 @@ def test_noisy_corpus_and_calibrated_scheme(wide_run):
     # the noise is real: the noisy corpus' audio is not the clean one's
     clean = (wide_run / "resources/corpora/clean/manifest.tsv").read_text()
     assert (wide_run / "resources/corpora/noisy/manifest.tsv").read_text() != clean
+
+
+def test_every_quantize_job_stays_within_the_memory_its_rule_declares(wide_run):
+    """Each quantize record keeps the job's peak resident memory beside the ``mem_mb`` its rule declares
+    (what SLURM would hold it to); on the wide run's grid, calibrated schemes included, no job exceeds it."""
+    records = [json.loads(p.read_text()) for p in (wide_run / "results/quantized").glob("*/*.json")]
+    assert any(r.get("calibration_utterances") for r in records)
+    over = [(r["scheme"], r["peak_rss_mb"], r["declared_mem_mb"]) for r in records
+            if not 0 < r["peak_rss_mb"] <= r["declared_mem_mb"]]
+    assert over == [], over
