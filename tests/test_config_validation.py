@@ -116,6 +116,11 @@ CASES = [
      ["unknown parameter", "granularity", "mode", "targets"]),
     ("bad-granularity", _set("schemes/torch-dynamic-int8/granularity", "per_row"),
      "schemes.torch-dynamic-int8.granularity", ["'per_tensor'", "'per_channel'"]),
+    ("gptq-calibration-beyond-declared-memory",
+     _all(_set("schemes/ov-gptq", {"library": "openvino", "compression": "int4_sym", "group_size": 64,
+                                   "data": "gptq+se"}), _set("calibration/utterances", 200),
+          _set("grid/schemes", ["fp32", "ov-gptq"])),
+     "calibration.utterances", ["NNCF's GPTQ keeps", "tiny.en", "models.tiny.en.mem_mb", "3,000 MB"]),
     ("bad-targets-regex", _set("schemes/torch-dynamic-int8/targets", "(("), "schemes.torch-dynamic-int8.targets",
      ["regular expression"]),
 ]

@@ -6,11 +6,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from whisperquant.config import (  # noqa: E402
+    QUANTIZE_MEM_FACTOR,
     ConfigError,
     cells,
     check_config,
     downloads_dir,
     grid_corpora,
+    job_mem_mb,
     model_params,
     transcription_params,
     validate_schema,
@@ -122,9 +124,8 @@ def transcribe_threads(wildcards):
 
 
 def model_mem_mb(model, factor=1.0):
-    """Memory request of a job on ``model``: from the config, else a size-based guess."""
-    spec = config["models"][model]
-    return int(spec.get("mem_mb", 4000) * factor)
+    """Memory request of a job on ``model``: its ``mem_mb`` (or the default) times ``factor``."""
+    return job_mem_mb(config["models"][model], factor)
 
 
 def cell_records():

@@ -17,7 +17,7 @@ rule quantize:
         "../../envs/quantize.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc: model_mem_mb(wc.model, 2.0),
+        mem_mb=lambda wc: model_mem_mb(wc.model, QUANTIZE_MEM_FACTOR),
         runtime=60,
     params:
         code=lambda wc: code_digest("quantize", SCHEMES[wc.scheme]["library"], calibrated=needs_calibration(wc.scheme)),

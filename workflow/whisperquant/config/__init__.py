@@ -12,6 +12,7 @@ The code digest of each stage is :mod:`whisperquant.provenance`.
 
 from .checks import check_config, model_dims, resolve_schemes
 from .grid import (
+    QUANTIZE_MEM_FACTOR,
     Cell,
     block_schemes,
     cells,
@@ -20,6 +21,7 @@ from .grid import (
     grid_blocks,
     grid_corpora,
     grid_models,
+    job_mem_mb,
     library_params,
     model_params,
     scheme_names,
@@ -27,7 +29,7 @@ from .grid import (
 )
 from .schema import SCHEMA, ConfigError, key_path, validate_schema
 
-__all__ = ["SCHEMA", "Cell", "ConfigError", "block_schemes", "cells", "check_config", "device_unavailable",
-           "downloads_dir", "grid_blocks", "grid_corpora", "grid_models", "key_path", "library_params",
-           "model_dims", "model_params", "resolve_schemes", "scheme_names", "transcription_params",
-           "validate_schema"]
+__all__ = ["QUANTIZE_MEM_FACTOR", "SCHEMA", "Cell", "ConfigError", "block_schemes", "cells", "check_config",
+           "device_unavailable", "downloads_dir", "grid_blocks", "grid_corpora", "grid_models", "job_mem_mb",
+           "key_path", "library_params", "model_dims", "model_params", "resolve_schemes", "scheme_names",
+           "transcription_params", "validate_schema"]

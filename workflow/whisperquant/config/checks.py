@@ -135,6 +135,7 @@ def check_config(config: dict) -> dict[str, dict]:
                     f"(corpora.{origin}), which lists no speakers (its units come from a handful of readers); "
                     "use bootstrap_unit: utterance"
                 )
+    utterances = int((config.get("calibration") or {}).get("utterances", 0))
     for s in grid_schemes:
         backend = get_backend(schemes[s]["library"])
         for m in grid["models"]:
@@ -142,7 +143,26 @@ def check_config(config: dict) -> dict[str, dict]:
                 backend.check_model(s, library_params(schemes[s]), model_dims(models[m]))
             except SchemeError as e:
                 raise ConfigError(f"{e} of model {m!r}") from e
+            _check_calibration_memory(s, backend, library_params(schemes[s]), m, models[m], utterances)
     return schemes
+
+
+def _check_calibration_memory(scheme: str, backend, params: dict, model: str, spec: dict, utterances: int) -> None:
+    """Refuse a calibration set whose memory, kept whole by the library, no quantize job of ``model`` declares."""
+    from .grid import QUANTIZE_MEM_FACTOR, job_mem_mb
+
+    if not backend.needs_calibration(params):
+        return
+    kept, why = backend.calibration_kept_mb(params, model_dims(spec), utterances)
+    need, declared = job_mem_mb(spec) + kept, job_mem_mb(spec, QUANTIZE_MEM_FACTOR)
+    if need > declared:
+        raise ConfigError(
+            f"calibration.utterances: {utterances} for scheme {scheme!r} (schemes.{scheme}) on model {model!r}: "
+            f"{why} (about {kept / utterances:.0f} MB each), "
+            f"so its quantize job needs about {need:,.0f} MB, more than the {declared:,} MB it declares "
+            f"({QUANTIZE_MEM_FACTOR:g} x models.{model}.mem_mb); lower calibration.utterances or raise "
+            f"models.{model}.mem_mb"
+        )
 
 
 def _quantizes_no_single_linear(library: str) -> bool:

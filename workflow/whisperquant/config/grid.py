@@ -10,6 +10,19 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+#: A model's ``mem_mb`` when its config gives none.
+DEFAULT_MODEL_MEM_MB = 4000
+#: What a quantize job declares (``resources.mem_mb``, what SLURM holds it to), in multiples of its
+#: model's ``mem_mb``.  Measured on base (``mem_mb`` 2,500): every quantize job, calibrated ones
+#: included, peaked at 3,788 MB or less (the README's table); a library whose calibration keeps more
+#: per utterance is checked against it (:meth:`~whisperquant.quantize.base.Backend.calibration_kept_mb`).
+QUANTIZE_MEM_FACTOR = 2.0
+
+
+def job_mem_mb(model_spec: dict, factor: float = 1.0) -> int:
+    """Memory request of a job on a model (``models.<name>``): its ``mem_mb`` times ``factor``."""
+    return int(model_spec.get("mem_mb", DEFAULT_MODEL_MEM_MB) * factor)
+
 
 @dataclass(frozen=True)
 class Cell:

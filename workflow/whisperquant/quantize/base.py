@@ -150,6 +150,13 @@ class Backend(ABC):
     def check_model(self, scheme: str, params: dict, dims: dict) -> None:
         """Model-dependent checks (e.g. group size divides the layer width)."""
 
+    def calibration_kept_mb(self, params: dict, dims: dict, utterances: int) -> tuple[float, str]:
+        """(memory in MB the library keeps for ``utterances`` calibration utterances beyond what the
+        model itself needs, what keeps it): 0 where calibration keeps statistics of a bounded size
+        (every scheme but those that say otherwise), so config validation can refuse a calibration
+        set no quantize job could hold."""
+        return 0.0, ""
+
     # ---- run time ------------------------------------------------------------
     @abstractmethod
     def build(self, base_model_dir: Path, params: dict, calibration: list[torch.Tensor] | None,
