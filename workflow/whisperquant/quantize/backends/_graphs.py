@@ -26,7 +26,7 @@ most, and a sequence ends at end-of-text.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -334,7 +334,7 @@ class GraphSamples:
     def __len__(self) -> int:
         return self.count
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict]:
         return (self.make(i) for i in range(self.count))
 
 
