@@ -162,7 +162,8 @@ def test_nncf_data_aware_weight_compression_calibrates_stores_low_bits_and_decod
     assert q.errors <= fp32.errors + max_errors and q.hits >= 0.5 * q.ref_words, (q, hyps, reference[64])
     names, _ = linear_names(tiny_en, params["targets"])
     stored = backend.sizes(tmp_path, names)["quantized_module_bytes"]
-    linears = [load_fp32(tiny_en).get_submodule(n) for n in target_linears(load_fp32(tiny_en), params["targets"])]
+    model = load_fp32(tiny_en)
+    linears = [model.get_submodule(n) for n in target_linears(model, params["targets"])]
     weights = sum(m.weight.numel() for m in linears)
     biases = sum(m.bias.numel() for m in linears if m.bias is not None)
     expected = weights * (bits + 16 / 64) / 8 + 4 * biases  # packed values + a float16 scale per group of 64

@@ -137,13 +137,13 @@ def check_config(config: dict) -> dict[str, dict]:
                 )
     utterances = int((config.get("calibration") or {}).get("utterances", 0))
     for s in grid_schemes:
-        backend = get_backend(schemes[s]["library"])
+        backend, params = get_backend(schemes[s]["library"]), library_params(schemes[s])
         for m in grid["models"]:
             try:
-                backend.check_model(s, library_params(schemes[s]), model_dims(models[m]))
+                backend.check_model(s, params, model_dims(models[m]))
             except SchemeError as e:
                 raise ConfigError(f"{e} of model {m!r}") from e
-            _check_calibration_memory(s, backend, library_params(schemes[s]), m, models[m], utterances)
+            _check_calibration_memory(s, backend, params, m, models[m], utterances)
     return schemes
 
 
