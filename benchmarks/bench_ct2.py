@@ -5,8 +5,8 @@ the default config's clean corpus (the packed scoring units), with the
 config's batch size, threads and ``max_new_tokens``: one accuracy pass for the
 WER, then the pipeline's own paired timing (``whisperquant.jobs.time_against_fp32``:
 the config's fixed timing workload decoded alternately by the engine and by
-transformers fp32 in the same process, median of the per-pair ratios with a
-95 % interval; evaluate/speed.py).  So the speedups printed here are the same
+transformers fp32 in the same process, Hodges-Lehmann estimate of the per-pair
+ratios with a 95 % interval; evaluate/speed.py).  So the speedups printed here are the same
 measurement a transcription job makes, and agree with the pipeline's
 ``speedup_vs_fp32`` whatever the host does between the two.  Absolute RTFx is
 printed beside them, this host's at that minute.  CTranslate2 loads the very

@@ -16,9 +16,11 @@ interval and every difference to fp32 a paired test:
   detectable that two independent intervals would hide.
 * :func:`pareto_frontier` -- the size/WER trade-off curve.
 * :func:`median_interval` -- the distribution-free interval of a median (order
-  statistics), for speed: the median of paired timing ratios.
-* :func:`ratio_of_medians_interval` -- a percentile bootstrap of the quotient of
-  two independent medians (a speedup chained through a common reference).
+  statistics), for absolute speeds (RTFx).
+* :func:`hodges_lehmann_interval` -- the Hodges-Lehmann estimate of a centre and
+  its Wilcoxon signed-rank interval, for paired speedups (on log pair ratios).
+* :func:`ratio_of_locations_interval` -- a percentile bootstrap of the quotient of
+  two independent speedups (a speedup chained through a common reference).
 
 Everything is plain numpy, vectorised over resamples (drawn in chunks so that
 memory stays bounded for large corpora), and deterministic: the same inputs
@@ -34,8 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PairedResult", "bootstrap_wer_ci", "cluster_sums", "median_interval", "paired_bootstrap_delta",
-           "pareto_frontier", "ratio_of_medians_interval"]
+__all__ = ["PairedResult", "bootstrap_wer_ci", "cluster_sums", "hodges_lehmann_interval", "median_interval",
+           "paired_bootstrap_delta", "pareto_frontier", "ratio_of_locations_interval"]
 
 # Upper bound on the number of elements of one index matrix (resamples x
 # utterances).  2**22 int64 indices = 32 MiB, plus a gathered float copy of
@@ -268,21 +270,90 @@ def median_interval(values: npt.ArrayLike, confidence: float = 0.95) -> tuple[fl
     return med, float(x[k - 1]), float(x[x.size - k])
 
 
-def ratio_of_medians_interval(numerator: npt.ArrayLike, denominator: npt.ArrayLike, n_resamples: int = 2000,
-                              seed: int = 0, confidence: float = 0.95) -> tuple[float, float, float]:
-    """(ratio, low, high) of median(numerator) / median(denominator), two independent samples.
+def signed_rank_critical(n: int, confidence: float = 0.95) -> int:
+    """The rank ``c`` of the Wilcoxon signed-rank interval ``[W(c), W(M+1-c)]`` of ``n`` values.
 
-    Each sample is resampled on its own (they come from different jobs); the interval
-    is the percentile interval of the resampled quotients.  Used to chain two speedups
-    measured against the same reference: (cell / fp32) / (CTranslate2 int8 / fp32).
+    ``W`` are the ``M = n(n+1)/2`` sorted Walsh averages.  ``c - 1`` is the largest
+    signed-rank statistic ``t`` with ``P(T <= t) <= (1 - confidence) / 2`` under the
+    null distribution, counted exactly (2**n sign patterns); 0 when no interval of ``n``
+    values reaches ``confidence`` (fewer than 6 values for 95 %).
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    m = n * (n + 1) // 2
+    counts = [1] + [0] * m  # counts[t]: sign patterns of ranks 1..k whose positive ranks sum to t
+    for k in range(1, n + 1):
+        for t in range(m, k - 1, -1):
+            counts[t] += counts[t - k]
+    alpha_half, total, c = (1.0 - confidence) / 2.0, 2.0**n, 0
+    cumulative = 0
+    for t in range(m + 1):
+        cumulative += counts[t]
+        if cumulative / total > alpha_half:
+            break
+        c = t + 1
+    return c
+
+
+def _walsh_averages(x: np.ndarray) -> np.ndarray:
+    """Every (x_i + x_j) / 2 with i <= j, along the last axis (the Hodges-Lehmann estimator's inputs)."""
+    i, j = np.triu_indices(x.shape[-1])
+    return (x[..., i] + x[..., j]) / 2.0
+
+
+def hodges_lehmann_interval(values: npt.ArrayLike, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(estimate, low, high): the Hodges-Lehmann centre of ``values`` and its signed-rank interval.
+
+    The estimate is the median of the Walsh averages; the interval two of their order
+    statistics (:func:`signed_rank_critical`).  It assumes independent values from one
+    distribution symmetric about its centre (log speed ratios: a slow and a fast
+    outlier are equally likely), not normality.  Why not the plain median: the
+    Hodges-Lehmann estimate keeps ~95 % of the mean's efficiency on normal noise where
+    the median keeps 64 %, so the same pairs give a narrower interval, and one
+    disturbed pair still moves it little.  ``low``/``high`` are NaN when there are
+    too few values for ``confidence``.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0 or not np.all(np.isfinite(x)):
+        raise ValueError(f"hodges_lehmann_interval needs a non-empty 1-D array of finite values, got {x!r}")
+    w = np.sort(_walsh_averages(x))
+    est = float(np.median(w))
+    c = signed_rank_critical(x.size, confidence)
+    if c == 0:
+        return est, float("nan"), float("nan")
+    return est, float(w[c - 1]), float(w[w.size - c])
+
+
+def paired_speedup(ratios: npt.ArrayLike, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(speedup, low, high) of paired timing ratios: :func:`hodges_lehmann_interval` of their logarithms.
+
+    On logarithms, so that the speedup of A over B is exactly the reciprocal of B's
+    over A, and a ratio of 2 and one of 1/2 weigh alike.
+    """
+    r = np.asarray(ratios, dtype=np.float64)
+    if r.size and np.any(r <= 0):
+        raise ValueError(f"paired_speedup needs positive ratios, got {r!r}")
+    est, lo, hi = hodges_lehmann_interval(np.log(r), confidence)
+    return math.exp(est), math.exp(lo), math.exp(hi)
+
+
+def ratio_of_locations_interval(numerator: npt.ArrayLike, denominator: npt.ArrayLike, n_resamples: int = 2000,
+                                seed: int = 0, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(ratio, low, high): ``paired_speedup(numerator) / paired_speedup(denominator)``, two independent samples.
+
+    Each sample of pair ratios is resampled on its own (they come from different jobs);
+    the interval is the percentile interval of the resampled quotients.  Used to chain
+    two speedups measured against the same reference: (cell / fp32) / (CTranslate2 int8 / fp32).
     """
     _check_common(n_resamples, confidence)
     a = np.asarray(numerator, dtype=np.float64)
     b = np.asarray(denominator, dtype=np.float64)
-    if a.size == 0 or b.size == 0 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))) or np.any(b <= 0):
-        raise ValueError("ratio_of_medians_interval needs non-empty finite samples, the denominator positive")
+    if a.size == 0 or b.size == 0 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))) or np.any(a <= 0) \
+            or np.any(b <= 0):
+        raise ValueError("ratio_of_locations_interval needs non-empty finite samples of positive ratios")
     rng = np.random.default_rng(seed)
-    ma = np.median(a[rng.integers(0, a.size, size=(int(n_resamples), a.size))], axis=1)
-    mb = np.median(b[rng.integers(0, b.size, size=(int(n_resamples), b.size))], axis=1)
-    lo, hi = _percentile_interval(ma / mb, confidence)
-    return float(np.median(a) / np.median(b)), lo, hi
+    la, lb = np.log(a), np.log(b)
+    ha = np.median(_walsh_averages(la[rng.integers(0, a.size, size=(int(n_resamples), a.size))]), axis=1)
+    hb = np.median(_walsh_averages(lb[rng.integers(0, b.size, size=(int(n_resamples), b.size))]), axis=1)
+    lo, hi = _percentile_interval(np.exp(ha - hb), confidence)
+    return paired_speedup(a)[0] / paired_speedup(b)[0], lo, hi

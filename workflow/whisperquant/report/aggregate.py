@@ -114,7 +114,7 @@ def add_speedups(rows: list[dict], quants: list[dict], timings: list[dict]) -> N
     is the speed of one over the other with the drift of either job cancelled; across hosts it is not
     formed (NaN).  ``speedup_vs_fp32`` itself is the cell's own paired measurement (evaluate/speed.py).
     """
-    from ..evaluate.stats import ratio_of_medians_interval
+    from ..evaluate.stats import ratio_of_locations_interval
 
     ref = {(r["model"], r["device"], r["corpus"], r.get("host")): t.get("pair_ratios")
            for r, q, t in zip(rows, quants, timings, strict=True) if _is_ct2_int8(q) and r["status"] == "ok"}
@@ -123,7 +123,7 @@ def add_speedups(rows: list[dict], quants: list[dict], timings: list[dict]) -> N
         own = t.get("pair_ratios")
         if r["status"] == "ok" and base and own:
             r["speedup_vs_ct2_int8"], r["speedup_vs_ct2_int8_low"], r["speedup_vs_ct2_int8_high"] = (
-                round(v, 4) for v in ratio_of_medians_interval(own, base))
+                round(v, 4) for v in ratio_of_locations_interval(own, base))
         else:
             r["speedup_vs_ct2_int8"] = r["speedup_vs_ct2_int8_low"] = r["speedup_vs_ct2_int8_high"] = math.nan
 
