@@ -173,7 +173,7 @@ E2E_SCHEMES = {
     "torch-dynamic-int8": {"library": "pytorch", "mode": "dynamic"},  # uncalibrated
     "torch-static-int8-fo-rr": {"library": "pytorch", "mode": "static", "granularity": "per_channel",
                                 "observer": "histogram", "output": "float", "reduce_range": True},  # calibrated
-    "hqq-4bit-d0": {"library": "hqq", "bits": 4, "group_size": 64, "targets": D0},
+    "hqq-2bit-d0": {"library": "hqq", "bits": 2, "group_size": 64, "targets": D0},
     "ct2-int8": {"library": "ctranslate2", "compute_type": "int8"},
 }
 CELLS = len(E2E_SCHEMES)  # one model, one corpus, one device
@@ -196,12 +196,12 @@ E2E_EXPECTED = {
 
 def e2e_config(default_config, download_cache) -> dict:
     """The session's wide run's config (which defines E2E_SCHEMES and the sensitivity analysis of
-    hqq-4bit-d0) with its grid cut to E2E_SCHEMES on the clean corpus: a copy of the wide run then
+    hqq-2bit-d0) with its grid cut to E2E_SCHEMES on the clean corpus: a copy of the wide run then
     holds every cell of it, and only the report is redone."""
     cfg = wide_config(default_config, download_cache)
     cfg["schemes"].update(deepcopy(E2E_SCHEMES))
     cfg["grid"] = {"models": ["tiny.en"], "schemes": list(E2E_SCHEMES), "devices": ["cpu"], "corpora": ["clean"]}
-    assert cfg["sensitivity"] == [{"model": "tiny.en", "scheme": "hqq-4bit-d0"}]
+    assert cfg["sensitivity"] == [{"model": "tiny.en", "scheme": "hqq-2bit-d0"}]
     return cfg
 
 

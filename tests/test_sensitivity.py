@@ -50,13 +50,13 @@ def test_sensitivity_runs_through_the_workflow(wide_run):
     import pandas as pd
 
     out = wide_run / "results" / "report" / "sensitivity" / "tiny.en"
-    table = pd.read_csv(out / "hqq-4bit-d0.csv")
+    table = pd.read_csv(out / "hqq-2bit-d0.csv")
     assert len(table) == 10 and table.kl.notna().all() and list(table.order) == list(range(10))
-    facts = json.loads((out / "hqq-4bit-d0.json").read_text())
+    facts = json.loads((out / "hqq-2bit-d0.json").read_text())
     assert len(facts["top5_by_kl"]) == 5 and facts["calibration_utterances"]
     assert facts["top5_by_kl"][0]["kl"] == pytest.approx(table.kl.max(), rel=1e-5)  # the CSV keeps 6 digits
-    assert (out / "hqq-4bit-d0.png").stat().st_size > 10_000
-    assert facts["bits"] == 4
+    assert (out / "hqq-2bit-d0.png").stat().st_size > 10_000
+    assert facts["bits"] == 2
     ranked = list(table.sort_values("kl", ascending=False).module)
     keep = json.loads((wide_run / "results/quantized/tiny.en/hqq-keep3-d0.json").read_text())
     assert keep["status"] == "ok" and keep["mixed"]["widths"] == {"8": 3, "2": 7}
@@ -77,6 +77,12 @@ def test_sensitivity_runs_through_the_workflow(wide_run):
      "schemes.hqq-keep3-d0.mixed.sensitivity: unknown scheme 'nope'"),
     (lambda c: c["schemes"]["hqq-keep3-d0"].update(targets=r"^model\.decoder\.layers\.1\."),
      "plan from a table of the same layers"),
+    (lambda c: (c["schemes"].update({"hqq-4bit-d0": {**c["schemes"]["hqq-2bit-d0"], "bits": 4}}),
+                c["schemes"]["hqq-budget-d0"]["mixed"].update(sensitivity="hqq-4bit-d0")),
+     "schemes.hqq-budget-d0.mixed.sensitivity: 'hqq-4bit-d0' measured each Linear at 4 bits, but the plan puts "
+     "layers at 2 bits"),
+    (lambda c: c["schemes"]["hqq-keep3-d0"].update(bits=4),
+     "'hqq-2bit-d0' measured each Linear at 2 bits, but the plan puts layers at 4 bits"),
     (lambda c: c.update(sensitivity=[{"model": "tiny.en", "scheme": "fp32"}]),
      "sensitivity[0].scheme: 'fp32' (fp32) quantises no single Linear"),
 ])

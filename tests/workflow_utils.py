@@ -121,10 +121,11 @@ RUNTIME_OTHERS = ["ct2-float32", "ct2-float16", "ort-fp32", "ov-fp32"]
 _HQQ_D0 = {"library": "hqq", "group_size": 64, "targets": DECODER_0}
 #: a sensitivity analysis and two mixed-precision schemes planned from its table
 SENSITIVITY_SCHEMES = {
-    "hqq-4bit-d0": {**_HQQ_D0, "bits": 4},
-    "hqq-keep3-d0": {**_HQQ_D0, "bits": 2, "mixed": {"sensitivity": "hqq-4bit-d0", "keep": 3, "keep_bits": 8}},
+    # measured at 2 bits, the narrowest width both plans give a layer (config validation requires it)
+    "hqq-2bit-d0": {**_HQQ_D0, "bits": 2},
+    "hqq-keep3-d0": {**_HQQ_D0, "bits": 2, "mixed": {"sensitivity": "hqq-2bit-d0", "keep": 3, "keep_bits": 8}},
     # tiny.en is 151.1 MB in fp32, decoder layer 0's Linears 9.4 MB of it: between all-2 and all-8 bits
-    "hqq-budget-d0": {**_HQQ_D0, "mixed": {"sensitivity": "hqq-4bit-d0", "budget_mb": 143.3, "choices": [2, 4, 8]}},
+    "hqq-budget-d0": {**_HQQ_D0, "mixed": {"sensitivity": "hqq-2bit-d0", "budget_mb": 143.3, "choices": [2, 4, 8]}},
 }
 #: the calibrated scheme that also runs on the noisy corpus
 CALIBRATED = "torch-static-int8-fo-rr"
@@ -147,7 +148,7 @@ def wide_config(default: dict, download_cache: Path) -> dict:
     cfg["corpora"]["noisy"] = {"source": "noisy", "from": "clean", "snr_db": 5, "seed": 1}
     cfg["grid"] = [cfg["grid"], {"models": ["tiny.en"], "schemes": ["fp32", CALIBRATED], "devices": ["cpu"],
                                  "corpora": ["noisy"]}]
-    cfg["sensitivity"] = [{"model": "tiny.en", "scheme": "hqq-4bit-d0"}]
+    cfg["sensitivity"] = [{"model": "tiny.en", "scheme": "hqq-2bit-d0"}]
     cfg["calibration"]["sensitivity_utterances"] = 2
     cfg["transcription"].update(threads=1, exclusive=False)
     return cfg

@@ -108,6 +108,14 @@ def check_config(config: dict) -> dict[str, dict]:
         if _quantizes_no_single_linear(schemes[source]["library"]):
             raise ConfigError(f"{where}: {source!r} ({schemes[source]['library']}) quantises no single Linear; "
                               "pick a PyTorch-side library's scheme")
+        narrowest = _narrowest_planned_width(mixed, schemes[s])
+        measured = schemes[source].get("bits")
+        if narrowest is not None and measured is not None and float(measured) != narrowest:
+            raise ConfigError(
+                f"{where}: {source!r} measured each Linear at {measured:g} bits, but the plan puts layers at "
+                f"{narrowest:g} bits; the damage at one width mispredicts another's (4-bit damage ranks 2-bit "
+                f"layers wrongly), so plan from a table measured at {narrowest:g} bits (a scheme with bits: "
+                f"{narrowest:g}, listed under sensitivity:)")
         if schemes[source]["targets"] != schemes[s]["targets"]:
             raise ConfigError(f"{where}: {source!r} measured the Linears matching {schemes[source]['targets']!r}, "
                               f"but schemes.{s}.targets is {schemes[s]['targets']!r}; plan from a table of the "
@@ -163,6 +171,15 @@ def _check_calibration_memory(scheme: str, backend, params: dict, model: str, sp
             f"({QUANTIZE_MEM_FACTOR:g} x models.{model}.mem_mb); lower calibration.utterances or raise "
             f"models.{model}.mem_mb"
         )
+
+
+def _narrowest_planned_width(mixed: dict, scheme: dict) -> float | None:
+    """The narrowest width a ``mixed:`` plan gives a layer: a budget's narrowest numeric choice, or a rule's
+    default ``bits`` (the layers it does not keep); None where the scheme does not state one."""
+    if "budget_mb" in mixed:
+        numeric = [float(c) for c in mixed.get("choices") or [] if isinstance(c, (int, float))]
+        return min(numeric) if numeric else None
+    return float(scheme["bits"]) if isinstance(scheme.get("bits"), (int, float)) else None
 
 
 def _quantizes_no_single_linear(library: str) -> bool:
