@@ -19,7 +19,7 @@ SCORE = {"status": "ok", "n_utts": 10, "ref_words": 200, "errors": 12, "substitu
 HOST = {"cpu_model": "AMD EPYC", "cpu_vendor": "AuthenticAMD", "isa": ["avx2", "fma"], "isa_known": True,
         "cores_available": 2, "machine": "x86_64"}
 TIMING = {"status": "ok", "wall_s": 5.0, "audio_s": 50.0, "rtf": 0.1, "rtfx": 10.5, "rtfx_low": 9.0,
-          "rtfx_high": 12.0, "pairs": 6, "timing_stop": "interval within ±1.0 % of the median after 6 pairs",
+          "rtfx_high": 12.0, "pairs": 6, "timing_stop": "interval within ±1.0 % of the estimate after 6 pairs",
           "timing_protocol": "paired", "speedup_vs_fp32": 1.25, "speedup_low": 1.2, "speedup_high": 1.3,
           "pair_ratios": [1.2, 1.22, 1.25, 1.25, 1.27, 1.3], "fp32_rtfx": 8.4, "core_s_per_audio_h": 685.7,
           "cpu_s_per_audio_h": 650.0, "energy_j_per_audio_h": None, "energy_reason": "no counter",
