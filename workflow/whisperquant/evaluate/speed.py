@@ -21,10 +21,10 @@ pairs' magnitudes too, so the same pairs pin it tighter (simulated with this hos
 noise, 5 % per decode and a drifting speed: SD of the estimate 2.1 % against the
 median's 2.4 % at 12 pairs, where the decodes' own noise allows no less than 2.0 %;
 the interval covered the true speedup in 92 % of simulated jobs, a little under its
-95 % because neighbouring pairs share a decode).
-A competing load slows both halves of a pair alike.  One batch, not several: measured here, the speedup differed by
-~8 % between two units (their token counts differ), which a cycle over batches
-would have turned into spread instead of signal.
+95 % because neighbouring pairs share a decode).  A competing load slows both
+halves of a pair alike.  One batch, not several: measured here, the speedup
+differed by ~8 % between two units (their token counts differ), which a cycle
+over batches would have turned into spread instead of signal.
 
 The batch (:func:`timing_workload`) is the same for every scheme of a (model,
 device, corpus): ``units`` scoring units around the corpus' median duration, never
