@@ -83,6 +83,8 @@ def test_sensitivity_runs_through_the_workflow(wide_run):
      "layers at 2 bits"),
     (lambda c: c["schemes"]["hqq-keep3-d0"].update(bits=4),
      "'hqq-2bit-d0' measured each Linear at 2 bits, but the plan puts layers at 4 bits"),
+    (lambda c: c["schemes"]["hqq-keep3-d0"]["mixed"].update(keep_bits=1),  # the kept layers narrower still
+     "'hqq-2bit-d0' measured each Linear at 2 bits, but the plan puts layers at 1 bits"),
     (lambda c: c.update(sensitivity=[{"model": "tiny.en", "scheme": "fp32"}]),
      "sensitivity[0].scheme: 'fp32' (fp32) quantises no single Linear"),
 ])

@@ -174,12 +174,12 @@ def _check_calibration_memory(scheme: str, backend, params: dict, model: str, sp
 
 
 def _narrowest_planned_width(mixed: dict, scheme: dict) -> float | None:
-    """The narrowest width a ``mixed:`` plan gives a layer: a budget's narrowest numeric choice, or a rule's
-    default ``bits`` (the layers it does not keep); None where the scheme does not state one."""
-    if "budget_mb" in mixed:
-        numeric = [float(c) for c in mixed.get("choices") or [] if isinstance(c, (int, float))]
-        return min(numeric) if numeric else None
-    return float(scheme["bits"]) if isinstance(scheme.get("bits"), (int, float)) else None
+    """The narrowest width a ``mixed:`` plan gives a layer: a budget's narrowest numeric choice, or the
+    narrower of a rule's ``bits`` (the layers it does not keep) and its ``keep_bits``; None where the
+    scheme states no width."""
+    widths = mixed.get("choices") if "budget_mb" in mixed else [scheme.get("bits"), mixed.get("keep_bits")]
+    numeric = [float(w) for w in widths or [] if isinstance(w, (int, float))]
+    return min(numeric) if numeric else None
 
 
 def _quantizes_no_single_linear(library: str) -> bool:
