@@ -6,7 +6,16 @@ Every message of :func:`check_config` names the key path (:class:`~.schema.Confi
 
 from __future__ import annotations
 
-from .grid import block_schemes, grid_blocks, grid_corpora, grid_models, library_params, scheme_names
+from .grid import (
+    QUANTIZE_MEM_FACTOR,
+    block_schemes,
+    grid_blocks,
+    grid_corpora,
+    grid_models,
+    job_mem_mb,
+    library_params,
+    scheme_names,
+)
 from .schema import ConfigError
 
 
@@ -157,8 +166,6 @@ def check_config(config: dict) -> dict[str, dict]:
 
 def _check_calibration_memory(scheme: str, backend, params: dict, model: str, spec: dict, utterances: int) -> None:
     """Refuse a calibration set whose memory, kept whole by the library, no quantize job of ``model`` declares."""
-    from .grid import QUANTIZE_MEM_FACTOR, job_mem_mb
-
     if not backend.needs_calibration(params):
         return
     kept, why = backend.calibration_kept_mb(params, model_dims(spec), utterances)

@@ -268,8 +268,8 @@ def paired_timing(decode_cell: Decode, decode_ref: Decode, batch: Sequence[Any],
             on_pair(n)
         if n < settings.min_pairs:
             continue
-        est, lo, hi = paired_speedup(ratios)
-        halfwidth = (hi - lo) / 2 / est if math.isfinite(lo) else math.inf
+        speedup, s_lo, s_hi = paired_speedup(ratios)
+        halfwidth = (s_hi - s_lo) / 2 / speedup if math.isfinite(s_lo) else math.inf
         if halfwidth <= settings.target_halfwidth:
             stop = f"interval within ±{100 * halfwidth:.1f} % of the estimate after {n} pairs"
         elif n >= max_pairs:
@@ -279,7 +279,6 @@ def paired_timing(decode_cell: Decode, decode_ref: Decode, batch: Sequence[Any],
     cell_rtfx = [audio / w for w in cells]
     ref_rtfx = [audio / w for w in refs]
     cell_wall, cell_audio = float(sum(cells)), audio * len(cells)
-    speedup, s_lo, s_hi = paired_speedup(ratios)
     rtfx, r_lo, r_hi = median_interval(cell_rtfx)
     ref, ref_lo, ref_hi = median_interval(ref_rtfx)
     hour = 3600.0 / cell_audio

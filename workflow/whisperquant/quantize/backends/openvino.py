@@ -101,8 +101,10 @@ class OpenVINO(Engine):
         3,025 MB peak with 8 utterances, 3,788 MB with 32, so 32 MB each; this estimate says 35."""
         from ...models.architectures import ARCHITECTURES
 
+        if not DATA_AWARE[params.get("data", "none")].get("gptq"):
+            return 0.0, ""
         decoder_layers = {d: n for d, n, _heads, _ffn in ARCHITECTURES.values()}.get(dims.get("d_model"))
-        if not DATA_AWARE[params.get("data", "none")].get("gptq") or decoder_layers is None:
+        if decoder_layers is None:
             return 0.0, ""
         return (utterances * 2 * decoder_layers * 1500 * dims["d_model"] * 4 / 2**20,
                 "NNCF's GPTQ keeps every utterance's inputs to the layer it solves")
