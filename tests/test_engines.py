@@ -11,6 +11,7 @@ engines run through Snakemake like any other library.
 from __future__ import annotations
 
 import pytest
+from workflow_utils import worker_threads
 
 FLOAT = {"ctranslate2": {"compute_type": "float32"}, "onnxruntime": {"quantization": "none"},
          "openvino": {"compression": "none"}}
@@ -25,7 +26,7 @@ def clips(tiny_en, two_clip_corpus):
     from whisperquant.data.audio import load_audio
     from whisperquant.evaluate.transcribe import load_corpus
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(worker_threads())
     processor = WhisperProcessor.from_pretrained(str(tiny_en))
     utts = load_corpus(two_clip_corpus)
     feats = processor.feature_extractor([load_audio(u.audio_path, u.id) for u in utts], sampling_rate=16000,
@@ -61,6 +62,25 @@ def _build(library: str, spec: dict, tiny_en, out_dir):
     return backend, params, backend.sizes(out_dir, names)
 
 
+@pytest.fixture(scope="module")
+def built(tiny_en, tmp_path_factory):
+    """``built(library, spec)``: (artifact directory, backend, params, sizes), each built once for the module.
+
+    The float32 artifacts serve both the token-for-token test and the int8 tests' size baselines, ONNX
+    Runtime's int8 artifact both its int8 test and the pre-packing test; the tests only read them.
+    """
+    cache: dict[tuple, tuple] = {}
+
+    def get(library: str, spec: dict) -> tuple:
+        key = (library, tuple(sorted(spec.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"{library}-built")
+            cache[key] = (out, *_build(library, spec, tiny_en, out))
+        return cache[key]
+
+    return get
+
+
 def _decode(backend, params, tiny_en, artifact, clips, cap: int) -> list[str]:
     from whisperquant.evaluate.transcribe import generate_kwargs_for
 
@@ -71,10 +91,10 @@ def _decode(backend, params, tiny_en, artifact, clips, cap: int) -> list[str]:
 
 
 @pytest.mark.parametrize("library", sorted(FLOAT))
-def test_float32_engine_matches_transformers_token_for_token(library, tiny_en, clips, reference, tmp_path):
-    backend, params, sizes = _build(library, FLOAT[library], tiny_en, tmp_path)
-    assert _decode(backend, params, tiny_en, tmp_path, clips, 64) == reference[64]
-    assert _decode(backend, params, tiny_en, tmp_path, clips, 5) == reference[5]  # the same max_new_tokens cap
+def test_float32_engine_matches_transformers_token_for_token(library, tiny_en, clips, reference, built):
+    artifact, backend, params, sizes = built(library, FLOAT[library])
+    assert _decode(backend, params, tiny_en, artifact, clips, 64) == reference[64]
+    assert _decode(backend, params, tiny_en, artifact, clips, 5) == reference[5]  # the same max_new_tokens cap
     # float32 everywhere: the stored tensors are tiny.en's 37.8 M parameters at 4 bytes (the tied
     # embedding once), within the few KB of shape constants a graph adds
     n_params = 37_760_256
@@ -84,12 +104,12 @@ def test_float32_engine_matches_transformers_token_for_token(library, tiny_en, c
 
 
 @pytest.mark.parametrize("library", sorted(INT8))
-def test_int8_engine_is_close_to_fp32_and_smaller(library, tiny_en, clips, reference, tmp_path):
+def test_int8_engine_is_close_to_fp32_and_smaller(library, tiny_en, clips, reference, built):
     from whisperquant.evaluate.scoring import corpus_errors
 
-    backend, params, sizes = _build(library, INT8[library], tiny_en, tmp_path / "int8")
-    _, _, fp32_sizes = _build(library, FLOAT[library], tiny_en, tmp_path / "fp32")
-    hyps = _decode(backend, params, tiny_en, tmp_path / "int8", clips, 64)
+    artifact, backend, params, sizes = built(library, INT8[library])
+    *_, fp32_sizes = built(library, FLOAT[library])
+    hyps = _decode(backend, params, tiny_en, artifact, clips, 64)
     _, utts, _ = clips
     fp32 = corpus_errors((u.reference, h) for u, h in zip(utts, reference[64], strict=True))
     q = corpus_errors((u.reference, h) for u, h in zip(utts, hyps, strict=True))
@@ -356,7 +376,7 @@ def test_engine_parameters_and_devices_are_checked_at_config_time():
                                                  "sensitivity": "hessian_input_activation"}))
 
 
-def test_onnxruntime_without_prepacking_holds_less_and_decodes_the_same(tiny_en, clips, tmp_path):
+def test_onnxruntime_without_prepacking_holds_less_and_decodes_the_same(tiny_en, clips, built):
     """``prepack: false`` loads the same int8 artifact without ONNX Runtime's packed weight copies.
 
     The CPU provider packs every constant GEMM weight, the tied output projection included (tiny.en's
@@ -368,11 +388,11 @@ def test_onnxruntime_without_prepacking_holds_less_and_decodes_the_same(tiny_en,
     from whisperquant.evaluate.transcribe import generate_kwargs_for
 
     feats = clips[2]
-    backend, params, _ = _build("onnxruntime", INT8["onnxruntime"], tiny_en, tmp_path)
+    artifact, backend, params, _ = built("onnxruntime", INT8["onnxruntime"])
     grown, hyps = {}, {}
     for prepack in (False, True):
         rss0 = settled_rss_mb()
-        model = backend.load(tiny_en, {**params, "prepack": prepack}, tmp_path, "cpu")
+        model = backend.load(tiny_en, {**params, "prepack": prepack}, artifact, "cpu")
         grown[prepack] = settled_rss_mb() - rss0
         hyps[prepack] = [list(map(int, t)) for t in model.generate(feats, **generate_kwargs_for(model, "en", 64))]
         del model

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from workflow_utils import worker_threads
 
 REPO = Path(__file__).resolve().parents[1]
 #: the openai-whisper source distribution, for its whisper/assets/mel_filters.npz
@@ -36,7 +37,7 @@ def clips(tiny_en, two_clip_corpus, tmp_path_factory):
     from whisperquant.evaluate.transcribe import generate_kwargs_for, load_corpus
     from whisperquant.quantize.modules import load_fp32
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(worker_threads())
     processor = WhisperProcessor.from_pretrained(str(tiny_en))
     utts = load_corpus(two_clip_corpus)
     feats = processor.feature_extractor([load_audio(u.audio_path, u.id) for u in utts], sampling_rate=16000,
