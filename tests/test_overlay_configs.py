@@ -78,8 +78,9 @@ def test_the_suites_runs_carry_the_test_configs_cells(default_config, download_c
     basic, basic_cfg = planned(yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text()))
     suite, suite_cfg = planned(small_config(default_config, download_cache))
     assert basic == suite
-    for key in ("models", "transcription"):
-        assert basic_cfg[key] == suite_cfg[key], key
+    assert basic_cfg["models"] == suite_cfg["models"]
+    # the same transcription settings; the suite's threads are its worker's share of the machine (workflow_utils)
+    assert {**basic_cfg["transcription"], "threads": None} == {**suite_cfg["transcription"], "threads": None}
     assert basic_cfg["corpora"]["clean"] == suite_cfg["corpora"]["clean"]
     calibrated, _ = planned(yaml.safe_load((REPO / ".test" / "config-calibrated" / "config.yaml").read_text()))
     assert set(basic) < set(calibrated)
