@@ -167,9 +167,30 @@ def wide_config(default: dict, download_cache: Path) -> dict:
     return cfg
 
 
+#: The big write-once files of a run, hard-linked by :func:`copy_run` instead of copied: Snakemake deletes a
+#: job's outputs before it runs the job, so a rerun in the copy replaces a linked file and never writes through
+#: it into the source.  What tests edit in place (configs, scores, transcripts) is copied.
+LINKED_IN_COPIES = ("results/quantized/", "resources/models/")
+
+
 def copy_run(src: Path, dst: Path) -> Path:
-    """Copy a working directory (outputs, ``.snakemake`` metadata, mtimes): the copy plans what the source does."""
-    shutil.copytree(src, dst, symlinks=True)
+    """Copy a working directory (outputs, ``.snakemake`` metadata, mtimes): the copy plans what the source does.
+
+    Artifacts and imported models are hard links (:data:`LINKED_IN_COPIES`; copied where the file system
+    refuses a link): a copy of the wide run is 1.8 GB of them, copied a dozen times a session.
+    """
+    src = Path(src)
+
+    def copy(source: str, target: str) -> str:
+        if Path(source).relative_to(src).as_posix().startswith(LINKED_IN_COPIES):
+            try:
+                os.link(source, target)
+                return target
+            except OSError:
+                pass
+        return shutil.copy2(source, target)
+
+    shutil.copytree(src, dst, symlinks=True, copy_function=copy)
     return dst
 
 
