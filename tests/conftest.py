@@ -14,9 +14,11 @@ sys.path.insert(0, str(REPO / "workflow"))
 
 from workflow_utils import worker_threads  # noqa: E402
 
-# Before any test imports torch: each worker's OpenMP runtime (torch, and ONNX Runtime and OpenVINO, which
-# the engines give torch's thread count) starts with the worker's share of the cores (workflow_utils).
-os.environ.setdefault("OMP_NUM_THREADS", str(worker_threads()))
+# Before any test imports torch: where workers share the machine, each worker's OpenMP runtime (torch, and
+# ONNX Runtime and OpenVINO, which the engines give torch's thread count) starts with its share of the cores
+# (workflow_utils); a serial run (-n 0) keeps the libraries' defaults.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(worker_threads()))
 
 # --- parallel workers (pytest-xdist, README: Tests) ---
 #: The session's finished Snakemake runs: built once per worker, so every test that reads one runs in one worker.

@@ -24,8 +24,8 @@ def worker_threads() -> int:
     Every worker is busy at once, so two workers each running two OpenMP threads on two cores put four threads
     on two cores, and each parallel region waits at its barrier for a thread the other worker displaced.
     Measured on a 2-core AVX2 EPYC (2026-12-07), one tiny.en greedy decode beside one busy process: 1.26 s at
-    one thread, 1.60 s at two (2.74 s against 1.94 s beside two).  Results do not depend on it; speed is not
-    what the suite measures.
+    one thread, 1.60 s at two (2.74 s against 1.94 s beside two).  Whatever the count, every comparison the
+    suite makes is between computations at the same count; speed is not what it measures.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
