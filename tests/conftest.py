@@ -12,12 +12,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
-from workflow_utils import worker_threads  # noqa: E402
+from workflow_utils import worker_threads, xdist_workers  # noqa: E402
 
 # Before any test imports torch: where workers share the machine, each worker's OpenMP runtime (torch, and
 # ONNX Runtime and OpenVINO, which the engines give torch's thread count) starts with its share of the cores
 # (workflow_utils); a serial run (-n 0) keeps the libraries' defaults.
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+if xdist_workers() > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(worker_threads()))
 
 # --- parallel workers (pytest-xdist, README: Tests) ---

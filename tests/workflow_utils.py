@@ -27,8 +27,14 @@ def worker_threads() -> int:
     one thread, 1.60 s at two (2.74 s against 1.94 s beside two).  Whatever the count, every comparison the
     suite makes is between computations at the same count; speed is not what it measures.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    from whisperquant.evaluate.threads import available_cores
+
+    return max(1, available_cores() // xdist_workers())
+
+
+def xdist_workers() -> int:
+    """How many pytest-xdist workers run this session (1 for a serial run, ``-n 0``)."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 
 
 def small_config(default: dict, download_cache: Path, schemes: dict | None = None) -> dict:
