@@ -364,8 +364,8 @@ def clean_vs_noisy_figure(
 def speed_vs_wer_figure(df: pd.DataFrame) -> Figure:
     """WER (%) against the speedup over fp32, one column per device and one row per corpus.
 
-    The speedup is each cell's paired measurement against fp32 in its own job (median of the
-    per-pair ratios, evaluate/speed.py), with its 95 % interval as the vertical bar: unlike an
+    The speedup is each cell's paired measurement against fp32 in its own job (Hodges-Lehmann
+    estimate of the per-pair ratios, evaluate/speed.py), with its 95 % interval as the vertical bar: unlike an
     absolute RTFx, it does not move with the host's drift between cells.  Horizontal bars are
     the WER intervals; the dotted line is fp32's speed; the upper left is fast and accurate.
     When the rows come from several hosts, each panel says so and each label names its host.
