@@ -4,8 +4,9 @@ Every scheme of the default grid (all blocks of ``config/config.yaml``) on tiny.
 and two real clips, through the real workflow: since only a backend's typed
 LibraryLimitation may become a ``failed`` row and anything else fails the job, a
 green run with every row ``ok`` is the proof.  The same run carries the deployment
-runtimes' float32 and int8 schemes (config/kinds.yaml's), to show that an engine's
-cell is an ordinary grid cell: quantised, transcribed, scored and sized.  The other
+runtimes' int8 schemes (config/kinds.yaml's), to show that an engine's cell is an
+ordinary grid cell: quantised, transcribed, scored and sized (that their float32
+cells decode transformers' tokens exactly is test_engines.py's, in-process).  The other
 kinds of config/kinds.yaml run in-process in ``test_backends.py`` (every scheme of
 the full grid) and on real weights in ``test_quality.py``; each Snakemake job costs
 ~10 s of imports alone.  The run is the session's shared wide run (conftest.py), which
@@ -70,8 +71,6 @@ def test_runtime_cells_are_grid_cells(default_grid_run):
     ok = df[df.status == "ok"]
     assert ok.speedup_vs_fp32.notna().all() and df.loc["fp32", "speedup_vs_fp32"] == 1.0
     assert df.loc["fp32", "same_as_fp32_pct"] == 100.0 and ok.same_as_fp32.notna().all()
-    # the float32 runtimes decode exactly what transformers' fp32 decodes
-    assert (df.loc[["ct2-float32", "ort-fp32", "ov-fp32"], "same_as_fp32_pct"] == 100.0).all()
     assert df.loc[int8, "compute_dtype"].tolist() == ["int8", "int8", "float32"]  # NNCF int8 weights: f32 matmuls
     files = {"ctranslate2": ["model.bin", "config.json"], "onnxruntime": ["encoder.onnx", "decoder.onnx"],
              "openvino": ["encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin"]}
