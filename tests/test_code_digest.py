@@ -73,7 +73,7 @@ def test_a_corpus_source_counts_the_sibling_modules_it_imports(package):
 
 def _digests() -> dict[tuple, str]:
     """Each stage's digest, for every library (calibrated or not) and corpus source."""
-    keys = [("model",), ("score",), ("report",), *(("corpus", s) for s in SOURCES),
+    keys = [("model",), ("graphs",), ("score",), ("report",), *(("corpus", s) for s in SOURCES),
             *(("quantize", lib, cal) for lib in LIBRARIES for cal in (False, True)),
             *(("transcribe", lib) for lib in LIBRARIES), *(("sensitivity", lib, True) for lib in LIBRARIES)]
     return {k: provenance.code_digest(*k) for k in keys}
@@ -117,6 +117,15 @@ def test_one_backend_module_counts_for_its_library_only(package):
     assert _changed(package, "quantize/backends/hqq.py") == {
         ("quantize", "hqq", False), ("quantize", "hqq", True), ("transcribe", "hqq"), ("sensitivity", "hqq", True),
     }
+
+
+def test_the_graph_export_counts_for_the_export_and_the_libraries_that_read_the_graphs(package):
+    """The ONNX export is its own stage: editing it re-exports, and reruns the libraries built from the
+    graphs (ONNX Runtime, OpenVINO) and PT2E, which exports the same graph modules with torch.export."""
+    libraries = ("onnxruntime", "openvino", "pt2e")
+    assert _changed(package, "models/onnx_export.py") == {("graphs",)} | {
+        (stage, lib, *rest) for lib in libraries
+        for stage, *rest in (("quantize", False), ("quantize", True), ("transcribe",), ("sensitivity", True))}
 
 
 @pytest.mark.parametrize("source", ["noisy", "embedded", "librispeech"])

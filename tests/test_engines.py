@@ -51,19 +51,30 @@ def reference(tiny_en, clips):
     return out
 
 
-def _build(library: str, spec: dict, tiny_en, out_dir):
+@pytest.fixture(scope="module")
+def exported(tiny_en, tmp_path_factory):
+    """tiny.en's fp32 ONNX graphs, exported once for the module as the workflow's rule ``export_graphs`` does
+    once per model: every ONNX Runtime and OpenVINO build here reads them (``graphs=``), none writes them."""
+    from whisperquant.models.onnx_export import export_checkpoint
+
+    out = tmp_path_factory.mktemp("graphs")
+    export_checkpoint(tiny_en, out)
+    return out
+
+
+def _build(library: str, spec: dict, tiny_en, out_dir, graphs=None, calibration=None):
     from whisperquant.quantize import get_backend
     from whisperquant.quantize.modules import linear_names
 
     backend = get_backend(library)
     params = backend.resolve("test", spec)
-    backend.build(tiny_en, params, None, out_dir)
+    backend.build(tiny_en, params, calibration, out_dir, **({"graphs": graphs} if backend.uses_graphs else {}))
     names, _ = linear_names(tiny_en, params["targets"])
     return backend, params, backend.sizes(out_dir, names)
 
 
 @pytest.fixture(scope="module")
-def built(tiny_en, tmp_path_factory):
+def built(tiny_en, exported, tmp_path_factory):
     """``built(library, spec)``: (artifact directory, backend, params, sizes), each built once for the module.
 
     The float32 artifacts serve both the token-for-token test and the int8 tests' size baselines, ONNX
@@ -75,7 +86,7 @@ def built(tiny_en, tmp_path_factory):
         key = (library, tuple(sorted(spec.items())))
         if key not in cache:
             out = tmp_path_factory.mktemp(f"{library}-built")
-            cache[key] = (out, *_build(library, spec, tiny_en, out))
+            cache[key] = (out, *_build(library, spec, tiny_en, out, exported))
         return cache[key]
 
     return get
@@ -126,7 +137,7 @@ def test_int8_engine_is_close_to_fp32_and_smaller(library, tiny_en, clips, refer
 
 @pytest.mark.parametrize("library, spec", [("onnxruntime", {"quantization": "static"}),
                                            ("openvino", {"compression": "full_int8"})])
-def test_static_engine_schemes_calibrate_and_decode(library, spec, tiny_en, clips, tmp_path):
+def test_static_engine_schemes_calibrate_and_decode(library, spec, tiny_en, clips, exported, tmp_path):
     """ONNX Runtime's QDQ static int8 and OpenVINO's nncf.quantize run on Whisper: calibrated on features
     (here the two clips themselves: the pipeline forbids that overlap, a unit test only checks the
     mechanics), int8 activations, and still transcribing."""
@@ -138,7 +149,7 @@ def test_static_engine_schemes_calibrate_and_decode(library, spec, tiny_en, clip
     backend = get_backend(library)
     params = backend.resolve("test", spec)
     assert backend.needs_calibration(params) and backend.compute_dtype(params, "cpu") == "int8"
-    backend.build(tiny_en, params, [feats], tmp_path)
+    backend.build(tiny_en, params, [feats], tmp_path, graphs=exported)
     hyps = _decode(backend, params, tiny_en, tmp_path, clips, 64)
     q = corpus_errors((u.reference, h) for u, h in zip(utts, hyps, strict=True))
     # still speech that follows the audio: per-tensor minmax int8 activations are no match for weight-only
@@ -158,7 +169,8 @@ def test_static_engine_schemes_calibrate_and_decode(library, spec, tiny_en, clip
     ({"compression": "int3_sym", "group_size": 64, "data": "se"}, 3, 20),
 ])
 def test_nncf_data_aware_weight_compression_calibrates_stores_low_bits_and_decodes(spec, bits, max_errors, tiny_en,
-                                                                                  clips, reference, tmp_path):
+                                                                                  clips, reference, exported,
+                                                                                  tmp_path):
     """NNCF's GPTQ / AWQ with scale estimation on the exported graphs (GPTQ after the target MatMuls are
     re-expressed with a transposed weight): calibrated on features (here the clips themselves, mechanics
     only), saved as IR, read back by a new OpenVINO core, and still transcribing: at most ``max_errors``
@@ -175,7 +187,7 @@ def test_nncf_data_aware_weight_compression_calibrates_stores_low_bits_and_decod
     backend = get_backend("openvino")
     params = backend.resolve("test", spec)
     assert backend.needs_calibration(params)
-    backend.build(tiny_en, params, [feats], tmp_path)
+    backend.build(tiny_en, params, [feats], tmp_path, graphs=exported)
     hyps = _decode(backend, params, tiny_en, tmp_path, clips, 64)
     fp32 = corpus_errors((u.reference, h) for u, h in zip(utts, reference[64], strict=True))
     q = corpus_errors((u.reference, h) for u, h in zip(utts, hyps, strict=True))
@@ -190,7 +202,8 @@ def test_nncf_data_aware_weight_compression_calibrates_stores_low_bits_and_decod
     assert 0.9 * expected < stored < 1.25 * expected, (stored, expected)
 
 
-def test_awq_that_matches_no_pattern_is_a_limitation_not_a_silent_round_to_nearest(tiny_en, clips, tmp_path):
+def test_awq_that_matches_no_pattern_is_a_limitation_not_a_silent_round_to_nearest(tiny_en, clips, exported,
+                                                                                    tmp_path):
     """NNCF's AWQ needs a MatMul fed by an activation or a Multiply; Whisper's graph has none, and NNCF
     then skips AWQ saying so only on stdout.  The scheme is refused with the reason (a ``failed`` row),
     not written as an artifact identical to round-to-nearest's under AWQ's name."""
@@ -201,10 +214,10 @@ def test_awq_that_matches_no_pattern_is_a_limitation_not_a_silent_round_to_neare
     params = backend.resolve("test", {"compression": "int4_sym", "group_size": 64, "data": "awq",
                                       "targets": r"^model\.decoder\.layers\.0\."})
     with pytest.raises(LibraryLimitation, match="NNCF's AWQ found none of its patterns"):
-        backend.build(tiny_en, params, [feats], tmp_path)
+        backend.build(tiny_en, params, [feats], tmp_path, graphs=exported)
 
 
-def test_a_calibration_sample_is_one_utterance_whose_decoder_call_sees_what_its_steps_saw(tiny_en, clips, tmp_path):
+def test_a_calibration_sample_is_one_utterance_whose_decoder_call_sees_what_its_steps_saw(tiny_en, clips, exported):
     """Calibration samples for the graph runtimes: one utterance each, the decoder fed the whole greedy
     sequence at once.  Its self-attention keys and values (outputs of Linears at every position) equal
     the cache step-by-step greedy decoding built for that utterance, so a calibrating library meets the
@@ -213,18 +226,14 @@ def test_a_calibration_sample_is_one_utterance_whose_decoder_call_sees_what_its_
     from whisperquant.quantize.backends._graphs import (
         GraphSamples,
         empty_caches,
-        export_onnx,
         fp32_calibration_samples,
         greedy_generate,
     )
     from whisperquant.quantize.backends.onnxruntime import _session_functions
     from whisperquant.quantize.engine import calibration_settings
-    from whisperquant.quantize.modules import load_fp32
 
     _, _, feats = clips
-    model = load_fp32(tiny_en)
-    export_onnx(model, tmp_path, frames=2 * model.config.max_source_positions)
-    encode, step, _ = _session_functions(tmp_path)
+    encode, step, _ = _session_functions(exported)
     encoder, decoder = fp32_calibration_samples(tiny_en, encode, step, [feats], "test")
     assert isinstance(decoder, GraphSamples) and len(encoder) == len(decoder) == feats.shape[0]
     assert [s["input_features"].shape[0] for s in encoder] == [1] * feats.shape[0]
@@ -250,22 +259,19 @@ def test_a_calibration_sample_is_one_utterance_whose_decoder_call_sees_what_its_
         assert np.allclose(v[:, 0], stepwise_v[:, b, :, :n], atol=1e-4)
 
 
-def test_gptq_transposition_computes_the_same_product(tiny_en, clips, tmp_path):
+def test_gptq_transposition_computes_the_same_product(clips, exported):
     """The re-expressed MatMuls (``x @ W`` with ``W`` stored transposed) give the fp32 graph's outputs."""
     import numpy as np
     import openvino as ov
-    from whisperquant.quantize.backends._graphs import export_onnx, onnx_linear_nodes
+    from whisperquant.quantize.backends._graphs import onnx_linear_nodes
     from whisperquant.quantize.backends.openvino import _weight_transposed
-    from whisperquant.quantize.modules import load_fp32
 
     _, _, feats = clips
-    model = load_fp32(tiny_en)
-    export_onnx(model, tmp_path, frames=2 * model.config.max_source_positions)
-    targets, _ = onnx_linear_nodes(tmp_path / "encoder.onnx", r"^model\.encoder\.layers\.\d+\.")
+    targets, _ = onnx_linear_nodes(exported / "encoder.onnx", r"^model\.encoder\.layers\.\d+\.")
     core = ov.Core()
     config = {"INFERENCE_PRECISION_HINT": "f32"}
-    plain = core.compile_model(ov.convert_model(str(tmp_path / "encoder.onnx")), "CPU", config)
-    turned_graph = _weight_transposed(ov.convert_model(str(tmp_path / "encoder.onnx")), targets)
+    plain = core.compile_model(ov.convert_model(str(exported / "encoder.onnx")), "CPU", config)
+    turned_graph = _weight_transposed(ov.convert_model(str(exported / "encoder.onnx")), targets)
     turned_targets = [op for op in turned_graph.get_ops()
                       if op.get_type_name() == "MatMul" and op.get_friendly_name() in set(targets)]
     assert len(turned_targets) == len(targets) > 0
@@ -289,7 +295,7 @@ def test_pt2e_static_int8_is_close_to_fp32_and_stores_int8(tiny_en, clips, refer
     backend = get_backend("pt2e")
     params = backend.resolve("test", {})
     assert backend.needs_calibration(params)
-    backend.build(tiny_en, params, [feats], tmp_path)
+    backend.build(tiny_en, params, [feats], tmp_path, graphs=exported)
     hyps = _decode(backend, params, tiny_en, tmp_path, clips, 64)
     fp32 = corpus_errors((u.reference, h) for u, h in zip(utts, reference[64], strict=True))
     q = corpus_errors((u.reference, h) for u, h in zip(utts, hyps, strict=True))
@@ -310,7 +316,7 @@ def test_pt2e_exported_decoder_step_equals_the_eager_one(tiny_en):
     token count decoding meets: export once aliased the key and value caches (one example tensor passed for
     both), and the program then read the keys from the values for every step after the first."""
     import torch
-    from whisperquant.quantize.backends._graphs import graphs
+    from whisperquant.models.onnx_export import graphs
     from whisperquant.quantize.backends.pt2e import _example_inputs, _export
     from whisperquant.quantize.modules import load_fp32
 
@@ -330,13 +336,14 @@ def test_pt2e_exported_decoder_step_equals_the_eager_one(tiny_en):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
 
 
-def test_onnx_export_names_every_linear_after_its_module(tiny_en, tmp_path):
-    from whisperquant.quantize.backends._graphs import export_onnx, onnx_linear_nodes
+def test_onnx_export_names_every_linear_after_its_module(tiny_en, exported):
+    """The module's export (the workflow's ``export_graphs``): every Linear's MatMul named after its module."""
+    from whisperquant.models.onnx_export import GRAPH_FILES
+    from whisperquant.quantize.backends._graphs import onnx_linear_nodes
     from whisperquant.quantize.base import DEFAULT_TARGETS
-    from whisperquant.quantize.modules import linear_names, load_fp32
+    from whisperquant.quantize.modules import linear_names
 
-    model = load_fp32(tiny_en)
-    enc, dec = export_onnx(model, tmp_path, frames=3000)
+    enc, dec = (exported / f for f in GRAPH_FILES)
     targets, others = linear_names(tiny_en, DEFAULT_TARGETS)
     found = set()
     for path in (enc, dec):
@@ -347,6 +354,20 @@ def test_onnx_export_names_every_linear_after_its_module(tiny_en, tmp_path):
     assert others == ["proj_out"]
     only_decoder, _ = onnx_linear_nodes(dec, r"^model\.decoder\.layers\.0\.fc1$")
     assert only_decoder == ["/model/decoder/layers/0/fc1/MatMul"]
+
+
+def test_a_build_without_the_workflows_export_exports_the_same_graphs(tiny_en, exported, tmp_path):
+    """Outside the workflow (no ``graphs``) a backend exports for itself: byte for byte the graphs the
+    export stage writes, so a cell built either way is the same artifact."""
+    import hashlib
+
+    from whisperquant.models.onnx_export import GRAPH_FILES
+
+    _build("onnxruntime", FLOAT["onnxruntime"], tiny_en, tmp_path)
+    for name in GRAPH_FILES:
+        assert hashlib.sha256((tmp_path / name).read_bytes()).digest() == \
+            hashlib.sha256((exported / name).read_bytes()).digest(), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(GRAPH_FILES)  # its own export went with it
 
 
 def test_engine_parameters_and_devices_are_checked_at_config_time():

@@ -74,6 +74,16 @@ def calibration_params(wildcards):
     }
 
 
+def graphs_input(wildcards):
+    # The model's exported fp32 graphs, for the libraries that build from them (ONNX Runtime, OpenVINO):
+    # exported once per model, not once per scheme.
+    from whisperquant.quantize import get_backend
+
+    if get_backend(SCHEMES[wildcards.scheme]["library"]).uses_graphs:
+        return [f"{RESULTS}/graphs/{wildcards.model}"]
+    return []
+
+
 def mixed_sensitivity_input(wildcards):
     # A mixed-precision scheme is planned from the sensitivity table of its `mixed.sensitivity` scheme
     # (and, for a budget, the facts beside it: the width the layers were measured at).
@@ -85,7 +95,8 @@ def mixed_sensitivity_input(wildcards):
 
 
 def artifact_output(path):
-    """A quantised artifact directory: kept, or with `artifacts: temp` deleted once no job needs it."""
+    """A quantised artifact (or exported graphs) directory: kept, or with `artifacts: temp` deleted once
+    no job needs it."""
     return temp(directory(path)) if config["artifacts"] == "temp" else directory(path)
 
 

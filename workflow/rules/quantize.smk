@@ -1,11 +1,32 @@
 # Quantise each (model, scheme) once; every device and corpus reuses the artifact.
 
 
+rule export_graphs:
+    # The fp32 ONNX graphs (encoder, decoder step) every ONNX Runtime and OpenVINO scheme is built from.
+    input:
+        model=f"{RESOURCES}/models/{{model}}",
+    output:
+        graphs=artifact_output(f"{RESULTS}/graphs/{{model}}"),
+    log:
+        f"{LOGS}/export_graphs/{{model}}.log",
+    conda:
+        "../../envs/quantize.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc: model_mem_mb(wc.model, QUANTIZE_MEM_FACTOR),
+        runtime=30,
+    params:
+        code=code_digest("graphs"),
+    script:
+        "../scripts/export_graphs.py"
+
+
 rule quantize:
     input:
         model=f"{RESOURCES}/models/{{model}}",
         calibration=calibration_input,
         sensitivity=mixed_sensitivity_input,
+        graphs=graphs_input,
     output:
         # the artifact (temp() with `artifacts: temp`: deleted once its cells are transcribed) and its
         # record beside it, which the report reads: deleting an artifact never loses the report

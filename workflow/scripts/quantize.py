@@ -14,4 +14,5 @@ quantize_job(
     snakemake.log[0],
     snakemake.input.sensitivity[0] if snakemake.input.sensitivity else None,
     declared_mem_mb=snakemake.resources.get("mem_mb"),
+    graphs_dir=snakemake.input.graphs[0] if snakemake.input.graphs else None,
 )

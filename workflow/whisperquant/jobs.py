@@ -98,13 +98,31 @@ def build_corpus_job(name: str, spec: dict, out_manifest: str | Path, cache_dir:
     sources.build(name, spec, Path(out_manifest).parent, cache_dir, source_manifest)
 
 
+# --------------------------------------------------------------------------- graphs
+
+
+def export_graphs_job(model_dir: str | Path, out_dir: str | Path) -> None:
+    """Export the fp32 checkpoint as the ONNX graphs every ONNX Runtime and OpenVINO scheme of it is built
+    from (:mod:`whisperquant.models.onnx_export`), written whole or not at all."""
+    from .models.onnx_export import GRAPH_FILES, export_checkpoint
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    export_checkpoint(Path(model_dir), tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    log.info("%s: %s", out_dir, {f: (out_dir / f).stat().st_size for f in GRAPH_FILES})
+
+
 # --------------------------------------------------------------------------- quantize
 
 
 def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, out_dir: str | Path,
                  calibration_manifest: str | Path | None, calibration_settings: dict | None,
                  log_file: str | Path, sensitivity_csv: str | Path | None = None,
-                 declared_mem_mb: int | None = None) -> None:
+                 declared_mem_mb: int | None = None, graphs_dir: str | Path | None = None) -> None:
     """Quantise, save and size one (model, scheme); a LibraryLimitation becomes a failed record.
 
     The record keeps the job's peak resident memory beside the memory its rule declared
@@ -113,7 +131,8 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     The artifact is ``out_dir``; its record (sizes, the sha256 of every artifact file) is
     ``<out_dir>.json`` beside it (:func:`whisperquant.quantize.artifact.record_path`).  A scheme
     with a ``mixed:`` block is quantised with the per-layer formats planned from
-    ``sensitivity_csv``; the plan and the parameters it became are in the record.
+    ``sensitivity_csv``; the plan and the parameters it became are in the record.  ``graphs_dir``: the
+    model's exported fp32 graphs (:func:`export_graphs_job`), for the libraries that build from them.
     """
     from .quantize import LibraryLimitation, get_backend
     from .quantize.artifact import DIGESTS_KEY, file_digests, record_path
@@ -135,7 +154,8 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
         calibration, utts = load_calibration(model_dir, calibration_manifest, calibration_settings)
         record.update(calibration_utterances=utts, calibration_tokens=calibration.max_new_tokens)
     try:
-        build_artifact(record, backend, Path(model_dir), scheme, p, calibration, tmp, sensitivity_csv)
+        build_artifact(record, backend, Path(model_dir), scheme, p, calibration, tmp, sensitivity_csv,
+                       Path(graphs_dir) if graphs_dir else None)
     except LibraryLimitation as e:
         log.error("%s cannot quantise this: %s\n%s", library, e, traceback.format_exc())
         record.update(status=limitation_status(e), reason=f"{library}: {e}"[:500], log=str(log_file))

@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parent
 STAGE_ENTRIES = {
     "model": ("jobs:import_model_job",),
     "corpus": ("jobs:build_corpus_job",),
+    "graphs": ("jobs:export_graphs_job",),
     "quantize": ("jobs:quantize_job",),
     "transcribe": ("jobs:transcribe_job", "evaluate.threads"),  # the script binds threads first
     "sensitivity": ("jobs:sensitivity_job",),

@@ -67,6 +67,10 @@ class Backend(ABC):
     per_layer_bits: ClassVar[bool] = False
     #: Whether the scheme's ``targets`` select what is quantised (a ``mixed:`` block narrows them).
     honors_targets: ClassVar[bool] = True
+    #: Whether the artifact is made from the checkpoint's fp32 ONNX graphs
+    #: (:mod:`whisperquant.models.onnx_export`): the workflow exports them once per model (rule
+    #: ``export_graphs``) and :meth:`build` receives that folder as ``graphs``.
+    uses_graphs: ClassVar[bool] = False
 
     # ---- configuration time (no torch import needed) -------------------------
     def resolve(self, scheme: str, params: dict) -> dict:

@@ -77,7 +77,7 @@ def mixed_planner(model_dir: str | Path, backend: Backend, params: dict, sensiti
 
 
 def build_artifact(record: dict, backend: Backend, model_dir: Path, scheme: str, params: dict, calibration,
-                   out_dir: Path, sensitivity_csv: str | Path | None = None) -> None:
+                   out_dir: Path, sensitivity_csv: str | Path | None = None, graphs: Path | None = None) -> None:
     """Make the artifact of ``params`` in the empty ``out_dir`` and add its facts to ``record``.
 
     ``record`` gains ``quantize_s``, ``status: ok``, ``quantized_modules`` and the sizes
@@ -86,6 +86,8 @@ def build_artifact(record: dict, backend: Backend, model_dir: Path, scheme: str,
     of the plan.  A :class:`~whisperquant.quantize.errors.LibraryLimitation` of the library
     propagates with ``record`` holding the plan it was raised on.  A budget not met after
     :data:`BUDGET_ATTEMPTS` plans is a ValueError naming ``schemes.<scheme>.mixed.budget_mb``.
+    ``graphs``: the model's exported fp32 graphs, for a backend that builds from them
+    (:attr:`~whisperquant.quantize.base.Backend.uses_graphs`; without them it exports its own).
     """
     config_params = params
     budget = (params.get("mixed") or {}).get("budget_mb")
@@ -98,7 +100,8 @@ def build_artifact(record: dict, backend: Backend, model_dir: Path, scheme: str,
                           method=f"{backend.method(config_params)}; mixed from {info['sensitivity']}'s "
                                  "sensitivity: " + ", ".join(f"{n}x {w}" for w, n in info["widths"].items()))
         t0 = time.perf_counter()
-        backend.build(model_dir, params, calibration, out_dir)  # quantise and save, or an engine's conversion
+        extra = {"graphs": graphs} if backend.uses_graphs else {}
+        backend.build(model_dir, params, calibration, out_dir, **extra)  # quantise and save, or an engine's conversion
         record["quantize_s"] = round(time.perf_counter() - t0, 3)
         names, _ = linear_names(model_dir, params["targets"])
         record.update(status="ok", quantized_modules=len(names), **backend.sizes(out_dir, names))

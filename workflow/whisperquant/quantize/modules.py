@@ -15,6 +15,7 @@ from abc import abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..models.checkpoint import load_fp32
 from .base import Backend
 
 if TYPE_CHECKING:
@@ -68,16 +69,6 @@ def set_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
-
-
-def load_fp32(model_dir: Path, device: str = "cpu") -> torch.nn.Module:
-    """The fp32 transformers model, in eval mode, safetensors only, SDPA attention."""
-    from transformers import WhisperForConditionalGeneration
-
-    model = WhisperForConditionalGeneration.from_pretrained(
-        str(model_dir), dtype="float32", use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa"
-    )
-    return model.eval().to(device)
 
 
 def architecture(model_dir: Path) -> torch.nn.Module:

@@ -1,7 +1,8 @@
 """ONNX Runtime: Whisper exported to two ONNX graphs, fp32 or with ONNX Runtime's dynamic int8 quantisation.
 
-Export: :func:`~._graphs.export_onnx` (``torch.onnx.export`` of the encoder and
-of one decoder step with its self-attention cache; Hugging Face's exporter,
+Export: :func:`~whisperquant.models.onnx_export.export_onnx` (``torch.onnx.export`` of the encoder
+and of one decoder step with its self-attention cache, made once per model by rule ``export_graphs``
+and read by every scheme here and OpenVINO's; Hugging Face's exporter,
 optimum-onnx, requires ``transformers<4.58`` and cannot install beside our
 transformers 5.24).  ``quantization: dynamic`` is
 ``onnxruntime.quantization.quantize_dynamic``: int8 weights (per tensor, or
@@ -36,17 +37,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ...models.onnx_export import DECODER_INPUTS, GRAPH_FILES, fp32_graphs
 from ..engine import Engine, EngineModel, runtime_threads
-from ._graphs import (
-    DECODER_INPUTS,
-    GraphSamples,
-    export_onnx,
-    fp32_calibration_samples,
-    graph_engine_model,
-    onnx_linear_nodes,
-)
+from ._graphs import GraphSamples, fp32_calibration_samples, graph_engine_model, onnx_linear_nodes
 
-GRAPHS = ("encoder.onnx", "decoder.onnx")
+GRAPHS = GRAPH_FILES
 
 
 class ONNXRuntime(Engine):
@@ -54,6 +49,7 @@ class ONNXRuntime(Engine):
     parameters = {"quantization": (("none", "dynamic", "static"), "dynamic"), "per_channel": (bool, False),
                   "calibrate_method": (("minmax", "percentile", "entropy"), "minmax"), "prepack": (bool, True)}
     artifact_files = GRAPHS
+    uses_graphs = True
 
     def needs_calibration(self, params: dict) -> bool:
         return params["quantization"] == "static"
@@ -73,25 +69,22 @@ class ONNXRuntime(Engine):
                            "MatMulInteger)"}[params["quantization"]]
         return text if params["prepack"] else text + "; weight pre-packing off"
 
-    def build(self, base_model_dir: Path, params: dict, calibration, out_dir: Path) -> None:
-        from ..modules import load_fp32
-
+    def build(self, base_model_dir: Path, params: dict, calibration, out_dir: Path,
+              graphs: Path | None = None) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        model = load_fp32(base_model_dir)
-        if params["quantization"] == "none":
-            export_onnx(model, out_dir, frames=2 * model.config.max_source_positions)
-            return
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        with tempfile.TemporaryDirectory(dir=out_dir) as work:
+            fp32_dir = fp32_graphs(base_model_dir, graphs, Path(work))
+            if params["quantization"] == "none":
+                for name in GRAPHS:
+                    shutil.copyfile(fp32_dir / name, out_dir / name)
+                return
+            from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        with tempfile.TemporaryDirectory(dir=out_dir) as fp32_dir:
-            export_onnx(model, Path(fp32_dir), frames=2 * model.config.max_source_positions)
-            del model
             samples = None
             if params["quantization"] == "static":
-                samples = dict(zip(GRAPHS, _calibration_samples(base_model_dir, Path(fp32_dir), calibration),
-                                   strict=True))
+                samples = dict(zip(GRAPHS, _calibration_samples(base_model_dir, fp32_dir, calibration), strict=True))
             for name in GRAPHS:
-                src = Path(fp32_dir) / name
+                src = fp32_dir / name
                 nodes, _ = onnx_linear_nodes(src, params["targets"])
                 if not nodes:
                     shutil.copyfile(src, out_dir / name)  # no target Linear in this graph

@@ -1,6 +1,7 @@
 """OpenVINO: the same two exported graphs converted to OpenVINO IR, fp32 or with NNCF weight compression.
 
-Export: the ONNX files of :func:`~._graphs.export_onnx`, read by
+Export: the ONNX files of :func:`~whisperquant.models.onnx_export.export_onnx` (rule
+``export_graphs``, once per model for every scheme here and ONNX Runtime's), read by
 ``openvino.convert_model`` (so ONNX Runtime and OpenVINO run one graph) and
 saved as IR with ``compress_to_fp16=False`` (OpenVINO's default would store
 float weights as float16).  optimum-intel, the Hugging Face route, requires
@@ -46,16 +47,10 @@ import logging
 import tempfile
 from pathlib import Path
 
+from ...models.onnx_export import DECODER_INPUTS, fp32_graphs
 from ..engine import Engine, EngineModel, runtime_threads
 from ..errors import LibraryLimitation, SchemeError
-from ._graphs import (
-    DECODER_INPUTS,
-    GraphSamples,
-    export_onnx,
-    fp32_calibration_samples,
-    graph_engine_model,
-    onnx_linear_nodes,
-)
+from ._graphs import GraphSamples, fp32_calibration_samples, graph_engine_model, onnx_linear_nodes
 
 GRAPHS = ("encoder", "decoder")
 #: compression -> (NNCF mode name, weight bits)
@@ -76,6 +71,7 @@ class OpenVINO(Engine):
                   "data": (tuple(DATA_AWARE), "none"), "ratio": (float, 1.0),
                   "sensitivity": (SENSITIVITY, "weight_quantization_error")}
     artifact_files = ("encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin")
+    uses_graphs = True
 
     def check(self, scheme: str, params: dict) -> None:
         if params["group_size"] < 1:
@@ -135,25 +131,22 @@ class OpenVINO(Engine):
                       f"int8 asymmetric, by {params['sensitivity']}")
         return f"weight-only: NNCF {c} {kind}{extra}, decompressed to float32 in the MatMul"
 
-    def build(self, base_model_dir: Path, params: dict, calibration, out_dir: Path) -> None:
+    def build(self, base_model_dir: Path, params: dict, calibration, out_dir: Path,
+              graphs: Path | None = None) -> None:
         import openvino as ov
 
-        from ..modules import load_fp32
-
         out_dir.mkdir(parents=True, exist_ok=True)
-        model = load_fp32(base_model_dir)
         mode = COMPRESSION[params["compression"]][0]
         with tempfile.TemporaryDirectory(dir=out_dir) as work:
-            export_onnx(model, Path(work), frames=2 * model.config.max_source_positions)
-            del model
-            graphs = {name: ov.convert_model(str(Path(work) / f"{name}.onnx")) for name in GRAPHS}
+            onnx_dir = fp32_graphs(base_model_dir, graphs, Path(work))
+            irs = {name: ov.convert_model(str(onnx_dir / f"{name}.onnx")) for name in GRAPHS}
             samples = None
             if self.needs_calibration(params):
-                for name, graph in graphs.items():  # fp32 IR, decoded to collect calibration inputs
+                for name, graph in irs.items():  # fp32 IR, decoded to collect calibration inputs
                     ov.save_model(graph, str(Path(work) / f"{name}.xml"), compress_to_fp16=False)
                 samples = _calibration_samples(base_model_dir, Path(work), calibration)
-            for name, graph in graphs.items():
-                targets, _ = onnx_linear_nodes(Path(work) / f"{name}.onnx", params["targets"])
+            for name, graph in irs.items():
+                targets, _ = onnx_linear_nodes(onnx_dir / f"{name}.onnx", params["targets"])
                 if mode == "quantize" and targets:
                     graph = _quantize(graph, samples[name], targets)
                 elif mode is not None and targets:

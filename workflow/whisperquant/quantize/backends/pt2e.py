@@ -48,8 +48,9 @@ import operator
 import re
 from pathlib import Path
 
+from ...models.onnx_export import example_inputs, graphs
 from ..engine import Engine, EngineModel, calibration_settings
-from ._graphs import empty_caches, example_inputs, graph_engine_model, graphs, greedy_generate
+from ._graphs import empty_caches, graph_engine_model, greedy_generate
 
 GRAPHS = ("encoder.pt2", "decoder.pt2")
 _QSUFFIX = re.compile(r"^(?P<module>.+)__(?P<kind>q(?:weight|scale|zero))$")
@@ -134,7 +135,8 @@ def _quantizer(names: list[str], params: dict):
 
 
 def _example_inputs(config, encoder) -> tuple[tuple, tuple]:
-    """Example inputs of both graphs (:func:`~._graphs.example_inputs`, the cross k/v from ``encoder``)."""
+    """Example inputs of both graphs (:func:`~whisperquant.models.onnx_export.example_inputs`, the cross
+    k/v from ``encoder``)."""
     import torch
 
     feats, (ids, self_k, self_v) = example_inputs(config, 2 * config.max_source_positions)
