@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 from whisperquant.config import scheme_names
-from workflow_utils import RUNTIME_INT8, RUNTIME_OTHERS, cpu_refusals
+from workflow_utils import RUNTIME_INT8, RUNTIME_OTHERS, cpu_refusals, planned_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -82,3 +82,15 @@ def test_runtime_cells_are_grid_cells(default_grid_run):
         assert abs(cell["artifact_bytes"] - df.loc[scheme, "artifact_bytes"]) < 1e3
     md = (work / "results" / "report" / "summary.md").read_text()
     assert "× CT2 int8" in md and "`ct2-float16` (ctranslate2): **unsupported**" in md
+
+
+def test_the_graph_runtimes_share_one_export(default_grid_run):
+    """ONNX Runtime's and OpenVINO's cells are built from one export of the model (rule export_graphs):
+    re-exporting plans those two libraries' cells again, and no other library's."""
+    work, _ = default_grid_run
+    assert sorted(p.name for p in (work / "results" / "graphs" / "tiny.en").iterdir()) == ["decoder.onnx",
+                                                                                          "encoder.onnx"]
+    assert [p.name for p in (work / "results" / "logs" / "export_graphs").iterdir()] == ["tiny.en.log"]
+    cells = {"quantize": 2, "transcribe": 2, "score": 2}  # ort-int8 and ov-int8, on the clean corpus
+    assert planned_jobs(work, "--forcerun", "export_graphs") == {
+        "export_graphs": 1, **cells, "aggregate": 1, "publish_report": 1, "all": 1}

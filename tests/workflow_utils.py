@@ -179,7 +179,7 @@ def wide_config(default: dict, download_cache: Path) -> dict:
 #: The big write-once files of a run, hard-linked by :func:`copy_run` instead of copied: Snakemake deletes a
 #: job's outputs before it runs the job, so a rerun in the copy replaces a linked file and never writes through
 #: it into the source.  What tests edit in place (configs, scores, transcripts) is copied.
-LINKED_IN_COPIES = ("results/quantized/", "resources/models/")
+LINKED_IN_COPIES = ("results/quantized/", "results/graphs/", "resources/models/")
 
 
 def copy_run(src: Path, dst: Path) -> Path:
