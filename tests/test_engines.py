@@ -295,7 +295,7 @@ def test_pt2e_static_int8_is_close_to_fp32_and_stores_int8(tiny_en, clips, refer
     backend = get_backend("pt2e")
     params = backend.resolve("test", {})
     assert backend.needs_calibration(params)
-    backend.build(tiny_en, params, [feats], tmp_path, graphs=exported)
+    backend.build(tiny_en, params, [feats], tmp_path)
     hyps = _decode(backend, params, tiny_en, tmp_path, clips, 64)
     fp32 = corpus_errors((u.reference, h) for u, h in zip(utts, reference[64], strict=True))
     q = corpus_errors((u.reference, h) for u, h in zip(utts, hyps, strict=True))
