@@ -92,6 +92,9 @@ def test_the_graph_runtimes_share_one_export(default_grid_run):
     assert sorted(p.name for p in exported.iterdir() if not p.name.startswith(".")) == ["decoder.onnx",
                                                                                        "encoder.onnx"]
     assert [p.name for p in (work / "results" / "logs" / "export_graphs").iterdir()] == ["tiny.en.log"]
+    for scheme in ("ort-int8", "ov-int8"):  # each record names the export it was built from
+        record = json.loads((work / "results" / "quantized" / "tiny.en" / f"{scheme}.json").read_text())
+        assert record["graphs"] == "results/graphs/tiny.en"
     cells = {"quantize": 2, "transcribe": 2, "score": 2}  # ort-int8 and ov-int8, on the clean corpus
     assert planned_jobs(work, "--forcerun", "export_graphs") == {
         "export_graphs": 1, **cells, "aggregate": 1, "publish_report": 1, "all": 1}

@@ -149,6 +149,8 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     record: QuantRecord = {"model": model, "scheme": scheme, "library": library, "params": p,
               "bits": backend.bits(p), "method": backend.method(p), "compute_dtype": backend.compute_dtype(p, "cpu"),
               "host": host_record(1)}
+    if graphs_dir and backend.uses_graphs:
+        record["graphs"] = str(graphs_dir)
     calibration = None
     if backend.needs_calibration(p):
         calibration, utts = load_calibration(model_dir, calibration_manifest, calibration_settings)

@@ -34,7 +34,8 @@ class QuantRecord(TypedDict, total=False):
     status: Status
     reason: str
     log: str
-    quantize_s: float
+    quantize_s: float  # building the artifact (for ONNX Runtime and OpenVINO, from graphs exported before)
+    graphs: str  # the exported fp32 graphs the artifact was built from (rule export_graphs), where used
     peak_rss_mb: float  # the quantize job's peak resident memory (model, calibration, build, save)
     declared_mem_mb: int  # what the rule declared (resources.mem_mb: what SLURM enforces)
     calibration_utterances: list[str]
