@@ -54,21 +54,35 @@ def reference(tiny_en, clips):
 @pytest.fixture(scope="module")
 def exported(tiny_en, tmp_path_factory):
     """tiny.en's fp32 ONNX graphs, exported once for the module as the workflow's rule ``export_graphs`` does
-    once per model: every ONNX Runtime and OpenVINO build here reads them (``graphs=``), none writes them."""
+    once per model: every ONNX Runtime and OpenVINO build here reads them (``graphs=``), none writes them
+    (:func:`_untouched`)."""
     from whisperquant.models.onnx_export import export_checkpoint
 
     out = tmp_path_factory.mktemp("graphs")
     export_checkpoint(tiny_en, out)
+    _EXPORTED_MTIME[out] = out.stat().st_mtime_ns
     return out
 
 
-def _build(library: str, spec: dict, tiny_en, out_dir, graphs=None, calibration=None):
+_EXPORTED_MTIME: dict = {}
+
+
+def _untouched(graphs) -> None:
+    """No build wrote into the shared export, not even a file it deleted again (ONNX Runtime's quantizers
+    write ``<graph>-inferred.onnx`` beside their input): in the workflow, concurrent builds of one model
+    read the same folder.  Creating or deleting a file changes the folder's mtime."""
+    assert graphs.stat().st_mtime_ns == _EXPORTED_MTIME[graphs], f"a build wrote into {graphs}"
+
+
+def _build(library: str, spec: dict, tiny_en, out_dir, graphs=None):
     from whisperquant.quantize import get_backend
     from whisperquant.quantize.modules import linear_names
 
     backend = get_backend(library)
     params = backend.resolve("test", spec)
-    backend.build(tiny_en, params, calibration, out_dir, **({"graphs": graphs} if backend.uses_graphs else {}))
+    backend.build(tiny_en, params, None, out_dir, **({"graphs": graphs} if backend.uses_graphs else {}))
+    if graphs is not None and backend.uses_graphs:
+        _untouched(graphs)
     names, _ = linear_names(tiny_en, params["targets"])
     return backend, params, backend.sizes(out_dir, names)
 
@@ -150,6 +164,7 @@ def test_static_engine_schemes_calibrate_and_decode(library, spec, tiny_en, clip
     params = backend.resolve("test", spec)
     assert backend.needs_calibration(params) and backend.compute_dtype(params, "cpu") == "int8"
     backend.build(tiny_en, params, [feats], tmp_path, graphs=exported)
+    _untouched(exported)
     hyps = _decode(backend, params, tiny_en, tmp_path, clips, 64)
     q = corpus_errors((u.reference, h) for u, h in zip(utts, hyps, strict=True))
     # still speech that follows the audio: per-tensor minmax int8 activations are no match for weight-only
@@ -188,6 +203,7 @@ def test_nncf_data_aware_weight_compression_calibrates_stores_low_bits_and_decod
     params = backend.resolve("test", spec)
     assert backend.needs_calibration(params)
     backend.build(tiny_en, params, [feats], tmp_path, graphs=exported)
+    _untouched(exported)
     hyps = _decode(backend, params, tiny_en, tmp_path, clips, 64)
     fp32 = corpus_errors((u.reference, h) for u, h in zip(utts, reference[64], strict=True))
     q = corpus_errors((u.reference, h) for u, h in zip(utts, hyps, strict=True))

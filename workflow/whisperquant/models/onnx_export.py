@@ -232,12 +232,22 @@ def export_checkpoint(model_dir: Path, out_dir: Path) -> tuple[Path, Path]:
 
 
 def fp32_graphs(model_dir: Path, exported: Path | None, work: Path) -> Path:
-    """The folder holding the fp32 graphs of ``model_dir``: ``exported`` (rule ``export_graphs``' output) when
-    given, else a fresh export into ``work`` (a backend used outside the workflow)."""
+    """The fp32 graphs of ``model_dir`` in ``work``, this build's own folder: copies of ``exported`` (rule
+    ``export_graphs``' output) when given, else a fresh export (a backend used outside the workflow).
+
+    Never the shared export itself: a library may write beside the file it reads (ONNX Runtime's
+    quantizers write ``<graph>-inferred.onnx`` next to their input and delete it), and two builds of one
+    model running at once would then meet there.
+    """
+    import shutil
+
+    work.mkdir(parents=True, exist_ok=True)
     if exported is None:
         export_checkpoint(model_dir, work)
         return work
     missing = [f for f in GRAPH_FILES if not (Path(exported) / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{exported}: no {', '.join(missing)} (the model's export_graphs output)")
-    return Path(exported)
+    for name in GRAPH_FILES:
+        shutil.copyfile(Path(exported) / name, work / name)
+    return work
