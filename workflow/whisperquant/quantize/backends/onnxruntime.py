@@ -33,6 +33,7 @@ embedding is also kept for the lookup).  ``prepack: false`` sets
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -76,7 +77,7 @@ class ONNXRuntime(Engine):
             fp32_dir = fp32_graphs(base_model_dir, graphs, Path(work))
             if params["quantization"] == "none":
                 for name in GRAPHS:
-                    shutil.copyfile(fp32_dir / name, out_dir / name)
+                    os.replace(fp32_dir / name, out_dir / name)  # this build's own copy
                 return
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
