@@ -20,6 +20,7 @@ timing (``thread_binding``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -28,8 +29,25 @@ _OPENMP_LOADERS = ("torch", "ctranslate2")
 
 
 def available_cores() -> int:
-    """The cores this process may run on (its affinity mask; ``os.cpu_count()`` where unknown)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The cores this process may run on: the union of its threads' affinity masks (``os.cpu_count()``
+    where unknown).
+
+    The union, not the calling thread's own mask: once OpenMP has bound its threads one per core
+    (:func:`bind_openmp_threads`), the main thread's mask is its one core, and a job computing on two
+    cores called itself a one-core host (every bound transcription's host record said ``1c`` while its
+    quantize record, unbound, said ``2c``).
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return os.cpu_count() or 1
+    cores = set(os.sched_getaffinity(0))
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return len(cores)
+    for tid in tasks:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            cores |= os.sched_getaffinity(int(tid))
+    return len(cores)
 
 
 def bind_openmp_threads(threads: int, holds_all_cores: bool, environ: dict | None = None) -> dict:
