@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 from whisperquant.config import scheme_names
-from workflow_utils import RUNTIME_INT8, RUNTIME_OTHERS, cpu_refusals, planned_jobs
+from workflow_utils import RUNTIME_INT8, RUNTIME_REFUSED, cpu_refusals, planned_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def default_grid_run(wide_run, default_config):
     """The wide run and the default grid's schemes with the runtimes' (all of them in its clean block)."""
-    names = list(dict.fromkeys([*scheme_names(default_config), *RUNTIME_INT8.values(), *RUNTIME_OTHERS]))
+    names = list(dict.fromkeys([*scheme_names(default_config), *RUNTIME_INT8.values(), *RUNTIME_REFUSED]))
     return wide_run, names
 
 

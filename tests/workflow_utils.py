@@ -139,7 +139,7 @@ DECODER_0 = r"^model\.decoder\.layers\.0\."
 #: Their float32 schemes are not in the wide run: each would cost a quantize and a transcribe job to show
 #: what test_engines' token-for-token test shows in-process with the same backend and decoding code.
 RUNTIME_INT8 = {"ctranslate2": "ct2-int8", "onnxruntime": "ort-int8", "openvino": "ov-int8"}
-RUNTIME_OTHERS = ["ct2-float16"]
+RUNTIME_REFUSED = ["ct2-float16"]
 _HQQ_D0 = {"library": "hqq", "group_size": 64, "targets": DECODER_0}
 #: a sensitivity analysis and two mixed-precision schemes planned from its table
 SENSITIVITY_SCHEMES = {
@@ -164,7 +164,7 @@ def wide_config(default: dict, download_cache: Path) -> dict:
     """
     from whisperquant.config import scheme_names
 
-    names = list(dict.fromkeys([*scheme_names(default), *RUNTIME_INT8.values(), *RUNTIME_OTHERS]))
+    names = list(dict.fromkeys([*scheme_names(default), *RUNTIME_INT8.values(), *RUNTIME_REFUSED]))
     schemes = {n: default["schemes"][n] for n in names} | SENSITIVITY_SCHEMES
     cfg = small_config(default, download_cache, copy.deepcopy(schemes))
     cfg["corpora"]["noisy"] = {"source": "noisy", "from": "clean", "snr_db": 5, "seed": 1}

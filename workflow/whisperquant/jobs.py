@@ -20,7 +20,16 @@ import traceback
 from pathlib import Path
 
 from .evaluate.host import host_record
-from .records import QuantRecord, ScoreRecord, SensitivityRecord, TimingRecord, read_json, write_record, write_text
+from .records import (
+    QuantRecord,
+    ScoreRecord,
+    SensitivityRecord,
+    TimingRecord,
+    read_json,
+    write_record,
+    write_text,
+    written_dir,
+)
 
 log = logging.getLogger("whisperquant")
 
@@ -107,12 +116,8 @@ def export_graphs_job(model_dir: str | Path, out_dir: str | Path) -> None:
     from .models.onnx_export import GRAPH_FILES, export_checkpoint
 
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    export_checkpoint(Path(model_dir), tmp)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with written_dir(out_dir) as tmp:
+        export_checkpoint(Path(model_dir), tmp)
     log.info("%s: %s", out_dir, {f: (out_dir / f).stat().st_size for f in GRAPH_FILES})
 
 
@@ -143,9 +148,6 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     library = params["library"]
     backend = get_backend(library)
     p = {k: v for k, v in params.items() if k != "library"}
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     record: QuantRecord = {"model": model, "scheme": scheme, "library": library, "params": p,
               "bits": backend.bits(p), "method": backend.method(p), "compute_dtype": backend.compute_dtype(p, "cpu"),
               "host": host_record(1)}
@@ -155,24 +157,22 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
     if backend.needs_calibration(p):
         calibration, utts = load_calibration(model_dir, calibration_manifest, calibration_settings)
         record.update(calibration_utterances=utts, calibration_tokens=calibration.max_new_tokens)
-    try:
-        build_artifact(record, backend, Path(model_dir), scheme, p, calibration, tmp, sensitivity_csv,
-                       Path(graphs_dir) if graphs_dir else None)
-    except LibraryLimitation as e:
-        log.error("%s cannot quantise this: %s\n%s", library, e, traceback.format_exc())
-        record.update(status=limitation_status(e), reason=f"{library}: {e}"[:500], log=str(log_file))
     from .evaluate.memory import peak_rss_mb
 
-    record["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    if declared_mem_mb:
-        record["declared_mem_mb"] = int(declared_mem_mb)
-        if record["peak_rss_mb"] > declared_mem_mb:
-            log.warning("%s/%s: peak memory %.0f MB exceeds the %d MB its rule declares (resources.mem_mb): "
-                        "a cluster would kill this job", model, scheme, record["peak_rss_mb"], declared_mem_mb)
-    record[DIGESTS_KEY] = file_digests(tmp)  # the finished artifact, as every later job must find it
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with written_dir(out_dir) as tmp:
+        try:
+            build_artifact(record, backend, Path(model_dir), scheme, p, calibration, tmp, sensitivity_csv,
+                           Path(graphs_dir) if graphs_dir else None)
+        except LibraryLimitation as e:
+            log.error("%s cannot quantise this: %s\n%s", library, e, traceback.format_exc())
+            record.update(status=limitation_status(e), reason=f"{library}: {e}"[:500], log=str(log_file))
+        record["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        if declared_mem_mb:
+            record["declared_mem_mb"] = int(declared_mem_mb)
+            if record["peak_rss_mb"] > declared_mem_mb:
+                log.warning("%s/%s: peak memory %.0f MB exceeds the %d MB its rule declares (resources.mem_mb): "
+                            "a cluster would kill this job", model, scheme, record["peak_rss_mb"], declared_mem_mb)
+        record[DIGESTS_KEY] = file_digests(tmp)  # the finished artifact, as every later job must find it
     # beside the artifact: rule quantize's declared `record` output
     write_record(record_path(out_dir), QuantRecord, record)
     log.info("%s/%s: %s", model, scheme, {k: record.get(k) for k in ("status", "artifact_bytes", "param_bytes")})

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -177,6 +179,23 @@ def write_record(path: str | Path, kind: type, record: Mapping[str, Any]) -> Pat
         raise TypeError(f"{path}: the record has key(s) {extra} that {kind.__name__} "
                         f"(whisperquant/records.py) does not list; declare them there")
     return write_json(path, dict(record))
+
+
+@contextmanager
+def written_dir(path: str | Path) -> Iterator[Path]:
+    """A folder written whole or not at all: the block fills an empty sibling (``.<name>.tmp``), which
+    replaces ``path`` when the block ends and is removed when it raises."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text(path: str | Path, text: str) -> Path:
