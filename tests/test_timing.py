@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from whisperquant.evaluate.speed import EnergyMeter, TimingSettings, paired_timing, timing_workload
+from whisperquant.evaluate.speed import (
+    EnergyMeter,
+    TimingSettings,
+    paired_timing,
+    stalled_decodes,
+    timing_workload,
+)
 
 
 @dataclass(frozen=True)
@@ -102,9 +108,72 @@ def test_the_fp32_cell_is_its_own_reference():
     noise = [1.0 + 0.02 * rng.random() for _ in range(40)]  # a fixed, irregular jitter of up to 2 %
     jitter = DriftingHost(lambda k: noise[k])
     decode = jitter.decoder("fp32", 1.0)
-    rec = paired_timing(decode, decode, BATCH, TimingSettings(min_pairs=6, max_pairs=6), cores=1, same_model=True)
+    # no row's estimate depends on it, so it stops at min_pairs whatever max_pairs would allow a cell
+    rec = paired_timing(decode, decode, BATCH, TimingSettings(min_pairs=6, max_pairs=12, target_halfwidth=0.001),
+                        cores=1, same_model=True)
+    assert rec["pairs"] == 6 and rec["timing_stop"].startswith("min_pairs (6) reached (the fp32 cell")
     assert rec["speedup_vs_fp32"] == 1.0 and rec["self_ratio"] != 1.0
     assert rec["speedup_low"] < 1.0 < rec["speedup_high"]
+
+
+class StoppedHost(DriftingHost):
+    """A host whose process is stopped during some decodes: their wall time grows, their CPU time does not."""
+
+    def __init__(self, stopped: set[int], stop_s: float = 900.0):
+        super().__init__(lambda k: 1.0)
+        self.stopped, self.stop_s = stopped, stop_s
+
+    def decoder(self, name: str, work: float):
+        def decode(batch):
+            cpu = work * 2
+            wall = work + (self.stop_s if self.calls in self.stopped else 0.0)
+            self.calls += 1
+            self.log.append(name)
+            return wall, cpu
+        return decode
+
+
+def test_a_stopped_decode_is_recognised_by_its_cpu_time():
+    walls = [2.0, 2.1, 1.9, 900.0, 2.0]
+    cpus = [3.6, 3.8, 3.5, 3.7, 3.6]
+    assert stalled_decodes(walls, cpus) == [False, False, False, True, False]
+    # a burst that slowed a decode while its threads kept working (CPU time rose with the wall) is no stall
+    assert stalled_decodes([2.0, 6.0, 2.0], [3.6, 10.8, 3.6]) == [False, False, False]
+    # nor a host that drifts by less than twofold
+    assert stalled_decodes([2.0, 3.5, 2.4], [3.6, 3.6, 3.6]) == [False, False, False]
+    assert stalled_decodes([], []) == []
+    with pytest.raises(ValueError):
+        stalled_decodes([1.0], [])
+
+
+def test_a_pair_with_a_stopped_decode_is_voided_and_replaced():
+    # call 0, 1: warm-ups; 2: the first timed cell decode; 3 + 2k: fp32's k-th decode; 4 + 2k: the cell's next.
+    # Stop the process during fp32's 2nd decode (call 5) and the cell's decode after the 4th pair (call 10).
+    host = StoppedHost({5, 10})
+    rec = paired_timing(host.decoder("cell", 0.5), host.decoder("ref", 1.0), BATCH,
+                        TimingSettings(min_pairs=6, max_pairs=6), cores=2)
+    assert rec["speedup_vs_fp32"] == 2.0 and rec["speedup_low"] == rec["speedup_high"] == 2.0
+    assert rec["pairs"] == 6 and rec["pair_ratios"] == [2.0] * 6
+    # pair 1 holds the stopped fp32 decode; the stopped cell decode closes pair 3 and opens pair 4
+    assert [v["pair"] for v in rec["voided_pairs"]] == [1, 3, 4]
+    assert all(v["ratio"] != 2.0 for v in rec["voided_pairs"])
+    assert len(rec["ref_walls"]) == 9 and len(rec["cell_walls"]) == 10
+    assert "3 pair(s) voided" in rec["timing_stop"]
+    # the stopped time is in no figure: RTFx and the cost per audio hour are those of the decodes that ran
+    assert rec["rtfx_low"] == rec["rtfx_high"] == rec["rtfx"] == 20.0 and rec["fp32_rtfx"] == 10.0
+    assert rec["timed_wall_s"] == pytest.approx(0.5 * 9)
+    # without the voiding the same decodes gave a nonsense estimate (what a stopped job used to report)
+    stopped_pairs = {1, 3, 4}
+    raw = [r / ((c0 + c1) / 2) for r, c0, c1 in zip(rec["ref_walls"], rec["cell_walls"],
+                                                   rec["cell_walls"][1:], strict=False)]
+    assert min(raw) < 0.01 and max(raw) > 100 and {k for k, r in enumerate(raw) if r != 2.0} == stopped_pairs
+
+
+def test_a_process_stopped_again_and_again_has_no_speed_to_report():
+    host = StoppedHost(set(range(4, 200, 2)))  # every cell decode after the first timed one
+    with pytest.raises(RuntimeError, match="free of stalled decodes"):
+        paired_timing(host.decoder("cell", 0.5), host.decoder("ref", 1.0), BATCH,
+                      TimingSettings(min_pairs=3, max_pairs=4), cores=1)
 
 
 def test_workload_is_the_median_units_whatever_the_order():

@@ -8,6 +8,8 @@ rule build_corpus:
         f"{RESOURCES}/corpora/{{corpus}}/manifest.tsv",
     log:
         f"{LOGS}/corpora/{{corpus}}.log",
+    # seconds each, and the calibration corpus gates the longest quantisations
+    priority: 2
     conda:
         "../../envs/data.yaml"
     resources:

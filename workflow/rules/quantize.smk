@@ -34,6 +34,9 @@ rule quantize:
         record=f"{RESULTS}/quantized/{{model}}/{{scheme}}.json",
     log:
         f"{LOGS}/quantize/{{model}}/{{scheme}}.log",
+    # calibrated schemes take minutes where the others take seconds: start them first, so the
+    # run's transcriptions (which hold every core) are not left waiting for one behind the rest
+    priority: lambda wc: 1 if needs_calibration(wc.scheme) else 0
     conda:
         "../../envs/quantize.yaml"
     threads: 1

@@ -30,7 +30,13 @@ The batch (:func:`timing_workload`) is the same for every scheme of a (model,
 device, corpus): ``units`` scoring units around the corpus' median duration, never
 the leftovers of the accuracy pass.  After ``min_pairs`` the job stops as soon as
 the interval's half-width is within ``target_halfwidth`` of the estimate (or at
-``max_pairs`` / ``max_s``, saying so in ``timing_stop``).
+``max_pairs`` / ``max_s``, saying so in ``timing_stop``).  The fp32 cell, timed against
+itself only to show the protocol's noise, stops at ``min_pairs``.
+
+Stalls.  A process that is stopped in the middle of a decode (``SIGSTOP``, a SLURM
+suspend or preemption, a debugger) makes that decode's wall time anything at all while
+its CPU time stays put.  Such a decode (:func:`stalled_decodes`) voids the pairs it is in;
+they are kept in the record (``voided_pairs``) and replaced by new ones.
 
 Cores not shared.  Within a run, Snakemake gives a transcription job every core; other
 processes on the host are not the workflow's to stop.  Measured here, two busy loops on
@@ -64,7 +70,8 @@ from .stats import median_interval, paired_speedup
 
 #: Keys of a timing record that are this run's measurements (they differ between two runs of one config).
 MEASURED_KEYS = frozenset({
-    "pairs", "pair_ratios", "cell_walls", "ref_walls", "self_ratio", "timing_stop", "timing_s", "speedup_vs_fp32",
+    "pairs", "pair_ratios", "voided_pairs", "cell_walls", "ref_walls", "cell_cpu_s", "ref_cpu_s", "self_ratio",
+    "timing_stop", "timing_s", "speedup_vs_fp32",
     "speedup_low", "speedup_high",
     "rtfx", "rtfx_low", "rtfx_high", "fp32_rtfx", "fp32_rtfx_low", "fp32_rtfx_high", "rtf", "timed_wall_s",
     "timed_audio_s", "core_s_per_audio_h", "cpu_s_per_audio_h", "gpu_s_per_audio_h", "energy_j_per_audio_h",
@@ -226,6 +233,38 @@ class EnergyMeter:
         return self._read() if self._read else None
 
 
+#: A timed decode is stalled when its wall time is over this multiple of its side's fastest ...
+STALL_WALL = 2.0
+#: ... while its CPU time grew less than this share as much (the process was stopped, not busy).
+STALL_WORK_SHARE = 0.5
+
+
+def stalled_decodes(walls: Sequence[float], cpus: Sequence[float]) -> list[bool]:
+    """Which decodes of one side (cell or fp32) a suspension stretched.
+
+    Every decode of a side does the same work (one fixed batch, greedy, the same tokens),
+    so its CPU time barely moves while its wall time follows the host.  A decode whose
+    wall time is over :data:`STALL_WALL` times the side's fastest while its CPU time grew
+    less than :data:`STALL_WORK_SHARE` as much was not computing for most of it: the
+    process was stopped (``SIGSTOP``, a SLURM suspend or preemption, a debugger) or its
+    threads were descheduled by a burst that the pairing cannot cancel.  Measured on this
+    project: one such decode took 2,754 s instead of 3 and put two of six pairs at 0.001x.
+    A load that slows the decode while its OpenMP threads spin (CPU time rising with the
+    wall) is not a stall: both halves of a pair see it.
+    """
+    if len(walls) != len(cpus):
+        raise ValueError("stalled_decodes needs one CPU time per wall time")
+    if not walls:
+        return []
+    fast_wall = min(walls)
+    fast_cpu = max(min(cpus), 1e-9)
+    out = []
+    for wall, cpu in zip(walls, cpus, strict=True):
+        stretch = wall / fast_wall if fast_wall > 0 else 1.0
+        out.append(stretch > STALL_WALL and (cpu / fast_cpu) < STALL_WORK_SHARE * stretch)
+    return out
+
+
 def paired_timing(decode_cell: Decode, decode_ref: Decode, batch: Sequence[Any], settings: TimingSettings, *,
                   cores: int, same_model: bool = False, energy: EnergyMeter | None = None,
                   on_pair: Callable[[int], None] | None = None) -> dict:
@@ -234,51 +273,77 @@ def paired_timing(decode_cell: Decode, decode_ref: Decode, batch: Sequence[Any],
     ``same_model``: the cell is the reference itself (the fp32 cell): the alternation decodes
     the same model throughout; its speedup is 1 by definition and its interval shows the
     protocol's own noise on this host (the estimate from those self-ratios is kept as
-    ``self_ratio``).  ``cores``: cores the job holds, for core-seconds.  Returns the
-    record's timing keys.
+    ``self_ratio``); it stops at ``min_pairs``, since no row's estimate depends on it.
+    ``cores``: cores the job holds, for core-seconds.  Returns the record's timing keys.
+
+    A pair one of whose decodes stalled (:func:`stalled_decodes`) is voided: it is kept in
+    ``voided_pairs`` with its ratio, counts towards neither the estimate nor ``max_pairs``,
+    and its stalled time towards neither ``max_s`` nor the cost per audio hour.  A job
+    that cannot get ``min_pairs`` unstalled pairs within ``3 x max_pairs`` pairs fails:
+    it has no speed to report.
     """
     if not batch:
         raise ValueError("paired timing needs a non-empty timing batch")
     audio = float(sum(u.duration for u in batch))
     metered = energy is not None and energy.read() is not None
-    cell_cpu = joules = 0.0
 
-    def cell() -> float:
-        nonlocal cell_cpu, joules
+    def timed(decode: Decode, walls: list[float], cpus: list[float], joules: list[float]) -> None:
         e0 = energy.read() if metered else None
-        wall, cpu = decode_cell(batch)
-        if metered:
-            joules += energy.read() - e0
-        cell_cpu += cpu
-        return wall
+        wall, cpu = decode(batch)
+        joules.append(energy.read() - e0 if metered else 0.0)
+        walls.append(wall)
+        cpus.append(cpu)
 
     decode_cell(batch)  # warm-up, untimed (first-call allocations, kernel selection)
     if not same_model:
         decode_ref(batch)
-    cells, refs, ratios = [cell()], [], []
+    cells, cell_cpus, cell_j = [], [], []
+    refs, ref_cpus, ref_j = [], [], []
+    timed(decode_cell, cells, cell_cpus, cell_j)
     max_pairs = max(settings.min_pairs, settings.max_pairs)
+    if same_model:
+        max_pairs = settings.min_pairs
     t_start = time.perf_counter()
     stop = ""
     while not stop:
-        refs.append(decode_ref(batch)[0])
-        cells.append(cell())
-        ratios.append(refs[-1] / ((cells[-2] + cells[-1]) / 2))
+        timed(decode_ref, refs, ref_cpus, ref_j)
+        timed(decode_cell, cells, cell_cpus, cell_j)
+        stalled_cell, stalled_ref = stalled_decodes(cells, cell_cpus), stalled_decodes(refs, ref_cpus)
+        valid = [k for k in range(len(refs)) if not (stalled_ref[k] or stalled_cell[k] or stalled_cell[k + 1])]
+        ratios = [refs[k] / ((cells[k] + cells[k + 1]) / 2) for k in valid]
         n = len(ratios)
         if on_pair:
-            on_pair(n)
+            on_pair(len(refs))
+        stalled_s = sum(w for w, s in zip(cells, stalled_cell, strict=True) if s) + \
+            sum(w for w, s in zip(refs, stalled_ref, strict=True) if s)
         if n < settings.min_pairs:
+            if len(refs) >= 3 * max_pairs:
+                raise RuntimeError(
+                    f"paired timing: only {n} of {len(refs)} pairs free of stalled decodes (this process was "
+                    f"stopped or starved for {stalled_s:.0f} s); fewer than min_pairs ({settings.min_pairs}), "
+                    "so this cell has no speed to report: rerun it on a host that does not suspend it")
             continue
         speedup, s_lo, s_hi = paired_speedup(ratios)
         halfwidth = (s_hi - s_lo) / 2 / speedup if math.isfinite(s_lo) else math.inf
         if halfwidth <= settings.target_halfwidth:
             stop = f"interval within ±{100 * halfwidth:.1f} % of the estimate after {n} pairs"
+        elif n >= max_pairs and same_model:
+            stop = f"min_pairs ({max_pairs}) reached (the fp32 cell against itself), interval ±{100 * halfwidth:.1f} %"
         elif n >= max_pairs:
             stop = f"max_pairs ({max_pairs}) reached, interval ±{100 * halfwidth:.1f} %"
-        elif time.perf_counter() - t_start >= settings.max_s:
+        elif time.perf_counter() - t_start - stalled_s >= settings.max_s:
             stop = f"max_s ({settings.max_s:g} s) reached after {n} pairs, interval ±{100 * halfwidth:.1f} %"
-    cell_rtfx = [audio / w for w in cells]
-    ref_rtfx = [audio / w for w in refs]
-    cell_wall, cell_audio = float(sum(cells)), audio * len(cells)
+    voided = [k for k in range(len(refs)) if k not in valid]
+    if voided:
+        stop += (f"; {len(voided)} pair(s) voided: a decode stalled (wall over {STALL_WALL:g}x its side's fastest, "
+                 "CPU time not)")
+    ok_cells = [w for w, s in zip(cells, stalled_cell, strict=True) if not s]
+    ok_refs = [w for w, s in zip(refs, stalled_ref, strict=True) if not s]
+    cell_cpu = sum(c for c, s in zip(cell_cpus, stalled_cell, strict=True) if not s)
+    joules = sum(j for j, s in zip(cell_j, stalled_cell, strict=True) if not s)
+    cell_rtfx = [audio / w for w in ok_cells]
+    ref_rtfx = [audio / w for w in ok_refs]
+    cell_wall, cell_audio = float(sum(ok_cells)), audio * len(ok_cells)
     rtfx, r_lo, r_hi = median_interval(cell_rtfx)
     ref, ref_lo, ref_hi = median_interval(ref_rtfx)
     hour = 3600.0 / cell_audio
@@ -286,13 +351,17 @@ def paired_timing(decode_cell: Decode, decode_ref: Decode, batch: Sequence[Any],
         "timing_protocol": (f"paired against fp32 in the same job: one fixed batch of {len(batch)} unit(s) "
                             f"({audio:.1f} s), cell and fp32 decoding it in strict alternation after one untimed "
                             "warm-up each; pair k = fp32's k-th decode over the mean of the cell's decodes around "
-                            "it; Hodges-Lehmann estimate of the pairs' log ratios, Wilcoxon signed-rank 95 % interval"),
+                            "it; a pair with a stalled decode is voided; Hodges-Lehmann estimate of the pairs' "
+                            "log ratios, Wilcoxon signed-rank 95 % interval"),
         "timing_settings": asdict(settings),
-        "pairs": len(ratios),
+        "pairs": n,
         "pair_ratios": [round(r, 5) for r in ratios],
+        "voided_pairs": [{"pair": k, "ratio": round(refs[k] / ((cells[k] + cells[k + 1]) / 2), 5)} for k in voided],
         # the raw decodes behind the pairs (cell: one more than pairs), so a reader sees which side moved
         "cell_walls": [round(w, 4) for w in cells],
         "ref_walls": [round(w, 4) for w in refs],
+        "cell_cpu_s": [round(c, 4) for c in cell_cpus],
+        "ref_cpu_s": [round(c, 4) for c in ref_cpus],
         "timing_stop": stop,
         "timing_s": round(time.perf_counter() - t_start, 3),
         "speedup_vs_fp32": round(speedup, 4),
