@@ -262,6 +262,19 @@ def test_real_models_on_real_audio(tiny_en, two_clip_corpus, tmp_path):
     assert rec["rtfx"] > 0 and rec["fp32_rtfx"] > 0 and rec["timed_audio_s"] > 0
     assert rec["energy_j_per_audio_h"] is None or rec["energy_j_per_audio_h"] > 0
 
+    # the same pairs with the process really stopped (SIGSTOP, 3 s) during fp32's third decode, as a
+    # SLURM suspend or a debugger would: that pair (and only pairs with a stopped decode) is voided
+    def stop_me(n):
+        if n == 2:
+            subprocess.Popen(["sh", "-c", f"sleep 0.05; kill -STOP {os.getpid()}; sleep 3; kill -CONT {os.getpid()}"])
+
+    stopped = paired_timing(run(int8), run(fp32), batch, TimingSettings(min_pairs=3, max_pairs=3), cores=2,
+                            on_pair=stop_me)
+    assert [v["pair"] for v in stopped["voided_pairs"]] == [2] and stopped["voided_pairs"][0]["ratio"] > 3
+    assert max(stopped["ref_walls"]) > 3 > max(stopped["cell_walls"])
+    assert stopped["pairs"] == 3 and "1 pair(s) voided" in stopped["timing_stop"]
+    assert abs(math.log(stopped["speedup_vs_fp32"] / rec["speedup_vs_fp32"])) < math.log(1.3)
+
 
 # --------------------------------------------------------------------------- thread binding
 
