@@ -6,7 +6,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from whisperquant.config import (  # noqa: E402
-    QUANTIZE_MEM_FACTOR,
     ConfigError,
     cells,
     check_config,
@@ -14,6 +13,7 @@ from whisperquant.config import (  # noqa: E402
     grid_corpora,
     job_mem_mb,
     model_params,
+    quantize_mem_factor,
     transcription_params,
     validate_schema,
 )

@@ -13,7 +13,8 @@ rule export_graphs:
         "../../envs/quantize.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc: model_mem_mb(wc.model, QUANTIZE_MEM_FACTOR),
+        # below the ONNX Runtime int8 job that exported for itself (1,765 MB on base): no calibration
+        mem_mb=lambda wc: model_mem_mb(wc.model, quantize_mem_factor(False)),
         runtime=30,
     params:
         code=code_digest("graphs"),
@@ -41,7 +42,8 @@ rule quantize:
         "../../envs/quantize.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc: model_mem_mb(wc.model, QUANTIZE_MEM_FACTOR),
+        # measured peaks with a margin (config/grid.py): calibration is what needs twice the model's mem_mb
+        mem_mb=lambda wc: model_mem_mb(wc.model, quantize_mem_factor(needs_calibration(wc.scheme))),
         runtime=60,
     params:
         code=lambda wc: code_digest("quantize", SCHEMES[wc.scheme]["library"], calibrated=needs_calibration(wc.scheme)),
