@@ -94,8 +94,8 @@ class PairedTiming(TypedDict, total=False):
     pairs: int
     pair_ratios: list[float]  # the pairs the estimate used
     voided_pairs: list[dict[str, Any]]  # pairs with a stalled decode: {"pair": k, "ratio": r}, not used
-    cell_walls: list[float]  # every timed decode of the cell (pairs + 1), seconds
-    ref_walls: list[float]  # every timed decode of fp32 (pairs), seconds
+    cell_walls: list[float]  # every timed decode of the cell (pairs + voided pairs + 1), seconds
+    ref_walls: list[float]  # every timed decode of fp32 (pairs + voided pairs), seconds
     cell_cpu_s: list[float]  # the process CPU seconds of each of cell_walls' decodes
     ref_cpu_s: list[float]  # ... and of ref_walls'
     timing_stop: str

@@ -33,5 +33,4 @@ from .schema import SCHEMA, ConfigError, key_path, validate_schema
 __all__ = ["QUANTIZE_MEM_FACTOR", "SCHEMA", "Cell", "ConfigError", "block_schemes", "cells", "check_config",
            "device_unavailable", "downloads_dir", "grid_blocks", "grid_corpora", "grid_models", "job_mem_mb",
            "key_path", "library_params", "model_dims", "model_params", "quantize_mem_factor", "resolve_schemes",
-           "scheme_names",
-           "transcription_params", "validate_schema"]
+           "scheme_names", "transcription_params", "validate_schema"]

@@ -274,7 +274,8 @@ def paired_timing(decode_cell: Decode, decode_ref: Decode, batch: Sequence[Any],
     the same model throughout; its speedup is 1 by definition and its interval shows the
     protocol's own noise on this host (the estimate from those self-ratios is kept as
     ``self_ratio``); it stops at ``min_pairs``, since no row's estimate depends on it.
-    ``cores``: cores the job holds, for core-seconds.  Returns the record's timing keys.
+    ``cores``: cores the job holds, for core-seconds.  ``on_pair(k)``: called after each pair with the
+    number of pairs decoded so far, voided ones included (a progress bar).  Returns the record's timing keys.
 
     A pair one of whose decodes stalled (:func:`stalled_decodes`) is voided: it is kept in
     ``voided_pairs`` with its ratio, counts towards neither the estimate nor ``max_pairs``,
