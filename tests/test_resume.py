@@ -113,6 +113,21 @@ def test_crash_then_resume_skips_finished_batches(utts, tmp_path, reference):
     assert not _partial(out).exists()
 
 
+def test_a_kept_partial_lets_a_job_that_failed_after_the_pass_resume_every_batch(utts, tmp_path, reference):
+    # a transcription job keeps the partial file until its timing is written: if the timing fails (or the job
+    # is killed there), Snakemake deletes the finished transcript, and the rerun decodes nothing again
+    out = tmp_path / "t.jsonl"
+    first = transcribe_corpus(FakeModel(), _processor(), utts, out, batch_size=2, generate_kwargs={}, fp="fp-1",
+                              progress=False, keep_partial=True)
+    assert first["resumed_batches"] == 0 and out.read_bytes() == reference and len(_batch_lines(out)) == 3
+    out.unlink()  # what Snakemake does with a failed job's outputs
+    model = FakeModel()
+    again = transcribe_corpus(model, _processor(), utts, out, batch_size=2, generate_kwargs={}, fp="fp-1",
+                              progress=False, keep_partial=True)
+    assert model.batches == [] and again["resumed_batches"] == again["batches"] == 3
+    assert out.read_bytes() == reference and _partial(out).exists()
+
+
 def test_torn_line_is_cut_back_so_a_second_crash_keeps_every_finished_batch(utts, tmp_path, reference):
     out = tmp_path / "t.jsonl"
     with pytest.raises(Crash):
@@ -244,3 +259,19 @@ def test_killed_transcription_resumes_without_redoing_batches(tmp_path_factory, 
                    code=code_digest("transcribe", "fp32"))
     assert json.loads((ref / "clean.timing.json").read_text())["resumed_batches"] == 0
     assert out.read_bytes() == (ref / "clean.jsonl").read_bytes()
+
+    # a job that fails after its accuracy pass (here in its timing: a workload of no units) keeps the pass's
+    # batches, and its rerun decodes none of them again
+    again = tmp_path_factory.mktemp("resume-after-timing")
+    broken = copy.deepcopy(ref_cfg["transcription"])
+    broken["timing"] = {**broken["timing"], "units": 0}
+    args = ("tiny.en", work / "resources/models/tiny.en", "fp32", scheme, work / "results/quantized/tiny.en/fp32",
+            "cpu", work / "resources/corpora/clean/manifest.tsv", again / "clean.jsonl", again / "clean.timing.json")
+    with pytest.raises(ValueError, match=r"transcription\.timing\.units"):
+        transcribe_job(*args, broken, 2, again / "clean.log", code=code_digest("transcribe", "fp32"))
+    assert (again / "clean.jsonl.partial").exists() and not (again / "clean.timing.json").exists()
+    (again / "clean.jsonl").unlink()  # what Snakemake does with a failed job's outputs
+    transcribe_job(*args, ref_cfg["transcription"], 2, again / "clean.log", code=code_digest("transcribe", "fp32"))
+    resumed = json.loads((again / "clean.timing.json").read_text())
+    assert resumed["resumed_batches"] == resumed["batches"] == len(CLIPS) and resumed["status"] == "ok"
+    assert (again / "clean.jsonl").read_bytes() == out.read_bytes() and not (again / "clean.jsonl.partial").exists()

@@ -269,7 +269,7 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
         fp = fingerprint(cell=base, params=p, gen=gen, batch=transcription["batch_size"], artifact=qrec,
                          code=code, manifest=Path(corpus_manifest).read_text())
         timing = transcribe_corpus(model_obj, processor, utts, out_jsonl, batch_size=transcription["batch_size"],
-                                   generate_kwargs=gen, device=device, dtype=dtype, fp=fp)
+                                   generate_kwargs=gen, device=device, dtype=dtype, fp=fp, keep_partial=True)
         # Speed: the fixed timing workload, paired against fp32 in this process (evaluate/speed.py).
         # Memory above was the cell's model alone; the reference is loaded only now.
         timing.update(time_against_fp32(model_obj, gen, dtype, backend, p, model_dir, processor, utts, device,
@@ -277,6 +277,7 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
     except LibraryLimitation as e:
         log.error("%s cannot run this: %s\n%s", params["library"], e, traceback.format_exc())
         write_text(out_jsonl, "")
+        Path(str(out_jsonl) + ".partial").unlink(missing_ok=True)  # a row with its reason: no batches to keep
         write_record(out_timing, TimingRecord, {**base, "status": limitation_status(e),
                                                 "reason": f"{params['library']}: {e}"[:500],
                                                 "log": str(log_file), "host": host_record(threads, device)})
@@ -287,6 +288,8 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
                                                                                  "reason": "not requested"},
                                             "model_mem_mb": round(model_mem_mb, 1),
                                             "host": host_record(threads, device)})
+    # the accuracy pass's batches were kept until now: a failure or a kill while timing redoes only the timing
+    Path(str(out_jsonl) + ".partial").unlink(missing_ok=True)
 
 
 def time_against_fp32(model_obj, gen: dict, dtype, backend, params: dict, model_dir: str | Path, processor,

@@ -7,7 +7,9 @@ greedily (``num_beams=1``, no sampling) under ``torch.no_grad()``.
 
 Crash safety: each finished batch is appended to ``<output>.partial`` and
 fsync'd.  A rerun of the same cell (same fingerprint) skips the utterances
-already there, so a killed job resumes where it stopped.  The final output is
+already there, so a killed job resumes where it stopped; the transcription job
+keeps the partial file until its timing is written too, so a job that fails
+or is killed while timing redoes only the timing.  The final output is
 written atomically, sorted by id, only when every utterance is done, so a
 partial transcript can never be scored.
 
@@ -137,8 +139,15 @@ def transcribe_corpus(
     fp: str = "",
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    keep_partial: bool = False,
 ) -> dict:
-    """Transcribe ``utts`` into ``output`` (JSONL); returns what the pass did (see the module docstring)."""
+    """Transcribe ``utts`` into ``output`` (JSONL); returns what the pass did (see the module docstring).
+
+    ``keep_partial``: leave ``<output>.partial`` in place for the caller to remove once the
+    rest of its job has succeeded.  A transcription job times the cell after this pass; if
+    that fails or is killed, Snakemake deletes the job's outputs, this transcript included,
+    and the rerun resumes every batch from the partial file instead of decoding them again.
+    """
     import torch
     from tqdm import tqdm
 
@@ -192,5 +201,6 @@ def transcribe_corpus(
     }
     if device == "cuda":
         timing["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    partial.unlink()
+    if not keep_partial:
+        partial.unlink()
     return timing
