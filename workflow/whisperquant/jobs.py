@@ -229,7 +229,7 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
     from transformers import WhisperProcessor
 
     from .evaluate.memory import load_measured
-    from .evaluate.transcribe import fingerprint, generate_kwargs_for, load_corpus, transcribe_corpus
+    from .evaluate.transcribe import fingerprint, generate_kwargs_for, load_corpus, partial_path, transcribe_corpus
     from .quantize import LibraryLimitation, get_backend
     from .quantize.artifact import verified_record
 
@@ -277,7 +277,7 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
     except LibraryLimitation as e:
         log.error("%s cannot run this: %s\n%s", params["library"], e, traceback.format_exc())
         write_text(out_jsonl, "")
-        Path(str(out_jsonl) + ".partial").unlink(missing_ok=True)  # a row with its reason: no batches to keep
+        partial_path(out_jsonl).unlink(missing_ok=True)  # a row with its reason: no batches to keep
         write_record(out_timing, TimingRecord, {**base, "status": limitation_status(e),
                                                 "reason": f"{params['library']}: {e}"[:500],
                                                 "log": str(log_file), "host": host_record(threads, device)})
@@ -289,7 +289,7 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
                                             "model_mem_mb": round(model_mem_mb, 1),
                                             "host": host_record(threads, device)})
     # the accuracy pass's batches were kept until now: a failure or a kill while timing redoes only the timing
-    Path(str(out_jsonl) + ".partial").unlink(missing_ok=True)
+    partial_path(out_jsonl).unlink(missing_ok=True)
 
 
 def time_against_fp32(model_obj, gen: dict, dtype, backend, params: dict, model_dir: str | Path, processor,

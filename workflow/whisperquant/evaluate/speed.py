@@ -288,35 +288,38 @@ def paired_timing(decode_cell: Decode, decode_ref: Decode, batch: Sequence[Any],
     audio = float(sum(u.duration for u in batch))
     metered = energy is not None and energy.read() is not None
 
-    def timed(decode: Decode, walls: list[float], cpus: list[float], joules: list[float]) -> None:
-        e0 = energy.read() if metered else None
+    def timed(decode: Decode, walls: list[float], cpus: list[float], joules: list[float] | None = None) -> None:
+        e0 = energy.read() if metered and joules is not None else None
         wall, cpu = decode(batch)
-        joules.append(energy.read() - e0 if metered else 0.0)
+        if joules is not None:  # the cell's energy only: the record reports the cell's cost
+            joules.append(energy.read() - e0 if e0 is not None else 0.0)
         walls.append(wall)
         cpus.append(cpu)
+
+    def unstalled(values: list[float], stalled: list[bool]) -> list[float]:
+        return [v for v, s in zip(values, stalled, strict=True) if not s]
 
     decode_cell(batch)  # warm-up, untimed (first-call allocations, kernel selection)
     if not same_model:
         decode_ref(batch)
     cells, cell_cpus, cell_j = [], [], []
-    refs, ref_cpus, ref_j = [], [], []
+    refs, ref_cpus = [], []
     timed(decode_cell, cells, cell_cpus, cell_j)
-    max_pairs = max(settings.min_pairs, settings.max_pairs)
-    if same_model:
-        max_pairs = settings.min_pairs
+    max_pairs = settings.min_pairs if same_model else max(settings.min_pairs, settings.max_pairs)
+    all_ratios: list[float] = []  # every pair's, voided ones included
     t_start = time.perf_counter()
     stop = ""
     while not stop:
-        timed(decode_ref, refs, ref_cpus, ref_j)
+        timed(decode_ref, refs, ref_cpus)
         timed(decode_cell, cells, cell_cpus, cell_j)
+        all_ratios.append(refs[-1] / ((cells[-2] + cells[-1]) / 2))
         stalled_cell, stalled_ref = stalled_decodes(cells, cell_cpus), stalled_decodes(refs, ref_cpus)
         valid = [k for k in range(len(refs)) if not (stalled_ref[k] or stalled_cell[k] or stalled_cell[k + 1])]
-        ratios = [refs[k] / ((cells[k] + cells[k + 1]) / 2) for k in valid]
+        ratios = [all_ratios[k] for k in valid]
         n = len(ratios)
         if on_pair:
             on_pair(len(refs))
-        stalled_s = sum(w for w, s in zip(cells, stalled_cell, strict=True) if s) + \
-            sum(w for w, s in zip(refs, stalled_ref, strict=True) if s)
+        stalled_s = sum(w for w, s in zip(cells + refs, stalled_cell + stalled_ref, strict=True) if s)
         if n < settings.min_pairs:
             if len(refs) >= 3 * max_pairs:
                 raise RuntimeError(
@@ -338,10 +341,8 @@ def paired_timing(decode_cell: Decode, decode_ref: Decode, batch: Sequence[Any],
     if voided:
         stop += (f"; {len(voided)} pair(s) voided: a decode stalled (wall over {STALL_WALL:g}x its side's fastest, "
                  "CPU time not)")
-    ok_cells = [w for w, s in zip(cells, stalled_cell, strict=True) if not s]
-    ok_refs = [w for w, s in zip(refs, stalled_ref, strict=True) if not s]
-    cell_cpu = sum(c for c, s in zip(cell_cpus, stalled_cell, strict=True) if not s)
-    joules = sum(j for j, s in zip(cell_j, stalled_cell, strict=True) if not s)
+    ok_cells, ok_refs = unstalled(cells, stalled_cell), unstalled(refs, stalled_ref)
+    cell_cpu, joules = sum(unstalled(cell_cpus, stalled_cell)), sum(unstalled(cell_j, stalled_cell))
     cell_rtfx = [audio / w for w in ok_cells]
     ref_rtfx = [audio / w for w in ok_refs]
     cell_wall, cell_audio = float(sum(ok_cells)), audio * len(ok_cells)
@@ -357,7 +358,7 @@ def paired_timing(decode_cell: Decode, decode_ref: Decode, batch: Sequence[Any],
         "timing_settings": asdict(settings),
         "pairs": n,
         "pair_ratios": [round(r, 5) for r in ratios],
-        "voided_pairs": [{"pair": k, "ratio": round(refs[k] / ((cells[k] + cells[k + 1]) / 2), 5)} for k in voided],
+        "voided_pairs": [{"pair": k, "ratio": round(all_ratios[k], 5)} for k in voided],
         # the raw decodes behind the pairs (cell: one more than pairs), so a reader sees which side moved
         "cell_walls": [round(w, 4) for w in cells],
         "ref_walls": [round(w, 4) for w in refs],

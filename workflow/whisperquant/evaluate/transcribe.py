@@ -64,6 +64,12 @@ def fingerprint(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def partial_path(output: str | Path) -> Path:
+    """Where the batches of ``output`` are kept while it is made (``<output>.partial``)."""
+    output = Path(output)
+    return output.with_name(output.name + ".partial")
+
+
 def _read_partial(path: Path, fp: str) -> tuple[dict[str, dict], list[dict]]:
     """The batches a killed run finished (an empty state if there is no usable partial file).
 
@@ -152,7 +158,7 @@ def transcribe_corpus(
     from tqdm import tqdm
 
     output = Path(output)
-    partial = output.with_name(output.name + ".partial")
+    partial = partial_path(output)
     done, batches_done = _read_partial(partial, fp)
     todo = [u for u in utts if u.id not in done]
     if not partial.exists():
