@@ -11,7 +11,7 @@ engines run through Snakemake like any other library.
 from __future__ import annotations
 
 import pytest
-from workflow_utils import worker_threads
+from workflow_utils import REPO, worker_threads
 
 FLOAT = {"ctranslate2": {"compute_type": "float32"}, "onnxruntime": {"quantization": "none"},
          "openvino": {"compression": "none"}}
@@ -115,6 +115,43 @@ def _decode(backend, params, tiny_en, artifact, clips, cap: int) -> list[str]:
                                             skip_special_tokens=True)
 
 
+# :func:`_decode` in a second interpreter that has never built anything: what it reads is the artifact alone.
+_FRESH_DECODE = """
+import json, sys
+from pathlib import Path
+import numpy as np, torch
+from transformers import WhisperProcessor
+from whisperquant.evaluate.transcribe import generate_kwargs_for
+from whisperquant.quantize import get_backend
+library, params, base, artifact, features, cap = json.loads(sys.argv[1])
+torch.set_num_threads(int(sys.argv[2]))
+model = get_backend(library).load(Path(base), params, Path(artifact), "cpu")
+tokens = model.generate(torch.from_numpy(np.load(features)), **generate_kwargs_for(model, "en", cap))
+print(json.dumps(WhisperProcessor.from_pretrained(base).tokenizer.batch_decode(tokens, skip_special_tokens=True)))
+"""
+
+
+def _decode_in_a_fresh_process(library: str, params: dict, tiny_en, artifact, clips, cap: int) -> list[str]:
+    """The artifact reloaded and decoded by a new Python process, as a transcription job reads it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    _, _, feats = clips
+    features = artifact.parent / f"{artifact.name}-features.npy"
+    np.save(features, feats.numpy())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO / "workflow"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    job = json.dumps([library, params, str(tiny_en), str(artifact), str(features), cap])
+    proc = subprocess.run([sys.executable, "-c", _FRESH_DECODE, job, str(worker_threads())], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("library", sorted(FLOAT))
 def test_float32_engine_matches_transformers_token_for_token(library, tiny_en, clips, reference, built):
     artifact, backend, params, sizes = built(library, FLOAT[library])
@@ -188,7 +225,7 @@ def test_nncf_data_aware_weight_compression_calibrates_stores_low_bits_and_decod
                                                                                   tmp_path):
     """NNCF's GPTQ / AWQ with scale estimation on the exported graphs (GPTQ after the target MatMuls are
     re-expressed with a transposed weight): calibrated on features (here the clips themselves, mechanics
-    only), saved as IR, read back by a new OpenVINO core, and still transcribing: at most ``max_errors``
+    only), saved as IR, read back and decoded by a new Python process, and still transcribing: at most ``max_errors``
     word errors more than fp32 on the two clips (25 words; fp32 makes none), the target Linears stored at
     ``bits`` per weight plus one float16 scale per group of 64.  Bounds: int4 GPTQ+SE measured 0 extra
     errors; 3 bits is hard on tiny.en (AWQ+SE, AWQ skipped, measured 17 errors, 14 of 25 words right, a
@@ -202,14 +239,15 @@ def test_nncf_data_aware_weight_compression_calibrates_stores_low_bits_and_decod
     backend = get_backend("openvino")
     params = backend.resolve("test", spec)
     assert backend.needs_calibration(params)
-    backend.build(tiny_en, params, [feats], tmp_path, graphs=exported)
+    artifact = tmp_path / "artifact"
+    backend.build(tiny_en, params, [feats], artifact, graphs=exported)
     _untouched(exported)
-    hyps = _decode(backend, params, tiny_en, tmp_path, clips, 64)
+    hyps = _decode_in_a_fresh_process("openvino", params, tiny_en, artifact, clips, 64)
     fp32 = corpus_errors((u.reference, h) for u, h in zip(utts, reference[64], strict=True))
     q = corpus_errors((u.reference, h) for u, h in zip(utts, hyps, strict=True))
     assert q.errors <= fp32.errors + max_errors and q.hits >= 0.5 * q.ref_words, (q, hyps, reference[64])
     names, _ = linear_names(tiny_en, params["targets"])
-    stored = backend.sizes(tmp_path, names)["quantized_module_bytes"]
+    stored = backend.sizes(artifact, names)["quantized_module_bytes"]
     model = load_fp32(tiny_en)
     linears = [model.get_submodule(n) for n in target_linears(model, params["targets"])]
     weights = sum(m.weight.numel() for m in linears)
