@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-
-from whisperquant.quantize import DEFAULT_TARGETS, SchemeError, get_backend  # noqa: E402
-from whisperquant.quantize.backends.pytorch import _x86_without_vnni  # noqa: E402
+from whisperquant.quantize import DEFAULT_TARGETS, SchemeError, get_backend
+from whisperquant.quantize.backends.pytorch import _x86_without_vnni
+from workflow_utils import package_env
 
 
 @dataclass(frozen=True)
@@ -170,8 +167,7 @@ def _fresh_process(base: Path, features, work: Path) -> subprocess.Popen:
     from safetensors.torch import save_file
 
     save_file({"eval": features.contiguous()}, str(work / "features.safetensors"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(REPO / "workflow"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = package_env()
     return subprocess.Popen([sys.executable, "-c", _RELOAD, str(base), str(work / "features.safetensors")],
                             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=open(work / "stderr.txt", "w"), text=True)

@@ -11,7 +11,7 @@ engines run through Snakemake like any other library.
 from __future__ import annotations
 
 import pytest
-from workflow_utils import REPO, worker_threads
+from workflow_utils import package_env, worker_threads
 
 FLOAT = {"ctranslate2": {"compute_type": "float32"}, "onnxruntime": {"quantization": "none"},
          "openvino": {"compression": "none"}}
@@ -134,7 +134,6 @@ print(json.dumps(WhisperProcessor.from_pretrained(base).tokenizer.batch_decode(t
 def _decode_in_a_fresh_process(library: str, params: dict, tiny_en, artifact, clips, cap: int) -> list[str]:
     """The artifact reloaded and decoded by a new Python process, as a transcription job reads it."""
     import json
-    import os
     import subprocess
     import sys
 
@@ -143,8 +142,7 @@ def _decode_in_a_fresh_process(library: str, params: dict, tiny_en, artifact, cl
     _, _, feats = clips
     features = artifact.parent / f"{artifact.name}-features.npy"
     np.save(features, feats.numpy())
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(REPO / "workflow"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = package_env()
     job = json.dumps([library, params, str(tiny_en), str(artifact), str(features), cap])
     proc = subprocess.run([sys.executable, "-c", _FRESH_DECODE, job, str(worker_threads())], env=env,
                           capture_output=True, text=True, timeout=600)

@@ -32,6 +32,13 @@ def worker_threads() -> int:
     return max(1, available_cores() // xdist_workers())
 
 
+def package_env() -> dict[str, str]:
+    """This process's environment with the checkout's ``workflow/`` first on ``PYTHONPATH``: a child Python
+    (a fresh process reloading an artifact) imports the package under test, not another installed copy."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO / "workflow"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
 def xdist_workers() -> int:
     """How many pytest-xdist workers run this session (1 for a serial run, ``-n 0``)."""
     return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
