@@ -86,9 +86,10 @@ def import_model(name: str, spec: dict, out_dir: str | Path, cache_dir: str | Pa
 
 
 def _from_transformers(name: str, spec: dict, out: Path) -> dict:
-    """A Hub repository at a pinned revision, or a local checkpoint directory; returns where it came from."""
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+    """A Hub repository at a pinned revision, or a local checkpoint directory; returns where it came from.
 
+    transformers is imported only to load: a wrong path, pin, token or endpoint is reported in a second,
+    not after the several seconds its import takes."""
     if spec["source"] == "local":
         path = Path(spec.get("path") or "")
         if not spec.get("path") or not (path / "config.json").is_file():
@@ -105,6 +106,8 @@ def _from_transformers(name: str, spec: dict, out: Path) -> dict:
     _check_model_type(name, Path(where) / "config.json" if spec["source"] == "local" else None)
 
     def load():
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
         model = WhisperForConditionalGeneration.from_pretrained(
             where, dtype="float32", use_safetensors=True, trust_remote_code=False, **kwargs
         )
