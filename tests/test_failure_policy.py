@@ -51,14 +51,14 @@ def _quantize(model_dir, out, log):
 
 @pytest.mark.parametrize("error", [TypeError("unsupported operand"), AttributeError("no attribute 'qweight'"),
                                    MemoryError("out of memory"), RuntimeError("CUDA out of memory")])
-def test_a_bug_or_oom_while_quantising_fails_the_job(broken, tiny_whisper_dir, tmp_path, error):
+def test_a_bug_or_oom_while_quantizing_fails_the_job(broken, tiny_whisper_dir, tmp_path, error):
     broken(error, "quantize")
     with pytest.raises(type(error), match=str(error)):
         _quantize(tiny_whisper_dir, tmp_path / "artifact", tmp_path / "q.log")
     assert not (tmp_path / "artifact").exists()  # nothing that looks finished
 
 
-def test_a_library_limitation_while_quantising_is_a_failed_row(broken, tiny_whisper_dir, tmp_path):
+def test_a_library_limitation_while_quantizing_is_a_failed_row(broken, tiny_whisper_dir, tmp_path):
     broken(LibraryLimitation("no int3 kernel on this CPU"), "quantize")
     _quantize(tiny_whisper_dir, tmp_path / "artifact", tmp_path / "q.log")
     rec = json.loads((tmp_path / "artifact.json").read_text())  # the record, beside the artifact

@@ -54,7 +54,7 @@ def test_looping(reference, hypothesis, looping):
     assert is_looping(reference, hypothesis) is looping
 
 
-def test_flags_normalise_raw_text_on_request():
+def test_flags_normalize_raw_text_on_request():
     # punctuation and case are gone after normalisation: "Gym, gym. GYM! gym?" is a loop
     flags = regression_flags("The gym.", "Gym, gym. GYM! gym?", normalized=False)
     assert flags.looping and not flags.empty

@@ -43,7 +43,7 @@ def test_empty_sides():
     assert word_errors("", "").errors == 0
 
 
-def test_normalisation_happens_before_counting():
+def test_normalization_happens_before_counting():
     # British spelling and punctuation are not errors after normalisation.
     assert score_pair("The colour of the sea.", "the color of the sea").errors == 0
 

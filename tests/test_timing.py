@@ -133,7 +133,7 @@ class StoppedHost(DriftingHost):
         return decode
 
 
-def test_a_stopped_decode_is_recognised_by_its_cpu_time():
+def test_a_stopped_decode_is_recognized_by_its_cpu_time():
     walls = [2.0, 2.1, 1.9, 900.0, 2.0]
     cpus = [3.6, 3.8, 3.5, 3.7, 3.6]
     assert stalled_decodes(walls, cpus) == [False, False, False, True, False]
