@@ -1,6 +1,8 @@
 """A job imports transformers without the hqq/torchao integrations it does not use, and still runs them
 itself where its library does (whisperquant.models.transformers_import).
 
+Only transformers' own probes are answered so: any other ``importlib.util.find_spec`` still finds both.
+
 Each case runs in a fresh Python process: what transformers imported is decided once per process.
 """
 
@@ -14,15 +16,18 @@ import pytest
 from workflow_utils import package_env
 
 _CHILD = r"""
-import json, sys
-from whisperquant.models.transformers_import import import_transformers
-hidden = import_transformers(sys.argv[1])
+import importlib.util, json, sys
+from whisperquant.models.transformers_import import hide_unused_integrations
+hidden = hide_unused_integrations(sys.argv[1])
+again = hide_unused_integrations(sys.argv[1])
+import transformers.modeling_utils
 imported_by_transformers = {p: p in sys.modules for p in ("hqq", "torchao")}
 from transformers.utils import import_utils
 probes = {"hqq": import_utils.is_hqq_available(), "torchao": import_utils.is_torchao_available()}
-import hqq.core.quantize, torchao  # our backends import them themselves
-print(json.dumps({"hidden": sorted(hidden), "imported": imported_by_transformers, "probes": probes,
-                  "again": sorted(import_transformers(sys.argv[1]))}))
+found = {p: importlib.util.find_spec(p) is not None for p in ("hqq", "torchao")}  # anyone else still finds them
+import hqq.core.quantize, torchao  # as our backends import them
+print(json.dumps({"hidden": sorted(hidden), "again": sorted(again), "imported": imported_by_transformers,
+                  "probes": probes, "found": found}))
 """
 
 
@@ -38,4 +43,5 @@ def test_transformers_skips_only_the_integrations_the_library_does_not_use(libra
         # a hidden package is neither imported nor reported available by transformers; a kept one is both
         assert out["imported"][package] is (package not in hidden), out
         assert out["probes"][package] is (package not in hidden), out
-    assert out["again"] == []  # transformers is imported once per process: a second call hides nothing
+    assert out["found"] == {"hqq": True, "torchao": True}
+    assert out["again"] == []  # a second call adds nothing

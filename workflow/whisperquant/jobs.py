@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 
 from .evaluate.host import host_record
-from .models.transformers_import import import_transformers
+from .models.transformers_import import hide_unused_integrations
 from .records import (
     QuantRecord,
     ScoreRecord,
@@ -87,7 +87,7 @@ def limitation_status(e: Exception) -> str:
 def import_model_job(name: str, spec: dict, out_dir: str | Path, cache_dir: str | Path) -> None:
     from .models.importers import import_model
 
-    import_transformers()
+    hide_unused_integrations()
 
     out = import_model(name, spec, out_dir, cache_dir)
     dims = spec.get("dims") or {}
@@ -118,7 +118,7 @@ def export_graphs_job(model_dir: str | Path, out_dir: str | Path) -> None:
     from (:mod:`whisperquant.models.onnx_export`), written whole or not at all."""
     from .models.onnx_export import GRAPH_FILES, export_checkpoint
 
-    import_transformers()
+    hide_unused_integrations()
     out_dir = Path(out_dir)
     with written_dir(out_dir) as tmp:
         export_checkpoint(Path(model_dir), tmp)
@@ -150,7 +150,7 @@ def quantize_job(model: str, model_dir: str | Path, scheme: str, params: dict, o
 
     out_dir = Path(out_dir)
     library = params["library"]
-    import_transformers(library)
+    hide_unused_integrations(library)
     backend = get_backend(library)
     p = {k: v for k, v in params.items() if k != "library"}
     record: QuantRecord = {"model": model, "scheme": scheme, "library": library, "params": p,
@@ -198,7 +198,7 @@ def sensitivity_job(model: str, model_dir: str | Path, scheme: str, params: dict
     from .report.sensitivity_plot import plot_sensitivity
 
     library = params["library"]
-    import_transformers(library)
+    hide_unused_integrations(library)
     p = {k: v for k, v in params.items() if k != "library"}
     calibration, utts = load_calibration(model_dir, calibration_manifest, calibration_settings)
     rows, facts = layer_sensitivity(Path(model_dir), library, p, calibration)
@@ -233,7 +233,7 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
     """
     import torch
 
-    import_transformers(params["library"])
+    hide_unused_integrations(params["library"])
     from transformers import WhisperProcessor
 
     from .evaluate.memory import load_measured

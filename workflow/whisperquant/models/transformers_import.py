@@ -1,18 +1,19 @@
-"""Import transformers' modelling code without the optional integrations a job does not use.
+"""Keep transformers from importing the optional integrations a job does not use.
 
-When hqq or torchao is installed, ``import transformers`` imports it too: ``cache_utils`` imports
-``hqq.core.quantize`` for its quantised KV cache, and the quantizer registry imports torchao's
-safetensors support (with torchao's warnings about kernels this machine cannot load).  This workflow
-never reaches either through transformers: its HQQ, torchao and PT2E backends call the libraries
-themselves (``quantize/backends/``), and it uses no quantised KV cache.  Yet every job that loads a
-model paid for both imports: about 2 of the 8 CPU-seconds that ``from transformers import
-WhisperForConditionalGeneration`` took on a 2-core EPYC (measured with ``getrusage``), and a
-Snakemake run of the suite starts over a hundred such jobs.
+When hqq or torchao is installed, importing transformers' modelling code imports it too:
+``cache_utils`` imports ``hqq.core.quantize`` for its quantised KV cache, and the quantizer registry
+imports torchao's safetensors support (with torchao's warnings about kernels this machine cannot
+load).  This workflow never reaches either through transformers: its HQQ, torchao and PT2E backends
+call the libraries themselves (``quantize/backends/``), and it uses no quantised KV cache.  Yet every
+job that loads a model paid for both imports: about 2.5 of the 10 CPU-seconds that
+``from transformers import WhisperForConditionalGeneration, WhisperProcessor`` took on a 2-core EPYC
+(``tests/test_transformers_import.py`` checks the mechanism; README: Layout).
 
-:func:`import_transformers` imports transformers once with those packages hidden from its
-availability probes (``importlib.util.find_spec`` answers None for them while it imports), unless the
-job's library is one that runs them.  Hidden means only that transformers' own ``is_hqq_available()``
-/ ``is_torchao_available()`` answer False in that process; an ``import hqq`` by our code still works.
+:func:`hide_unused_integrations` makes transformers' availability probes (its
+``_is_package_available``, which asks ``importlib.util.find_spec``) answer "not installed" for
+those packages, unless the job's library is one that runs them.  Only transformers' probes are
+answered so: any other ``find_spec`` and every ``import hqq`` by our code behave as before.  It
+imports nothing, so a job that never imports transformers pays nothing.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-#: An installed package transformers imports at start-up -> the libraries of ours that run it.
+#: An installed package transformers imports with its modelling code -> the libraries of ours that run it.
 OPTIONAL_INTEGRATIONS: dict[str, tuple[str, ...]] = {"hqq": ("hqq",), "torchao": ("torchao", "pt2e")}
+#: The module whose ``find_spec`` calls are transformers' availability probes.
+_PROBES = "transformers.utils.import_utils"
 
 
 def hidden_for(library: str | None) -> set[str]:
@@ -29,24 +32,23 @@ def hidden_for(library: str | None) -> set[str]:
     return {package for package, users in OPTIONAL_INTEGRATIONS.items() if library not in users}
 
 
-def import_transformers(library: str | None = None) -> set[str]:
-    """Import ``transformers.modeling_utils`` with :func:`hidden_for` ``(library)`` hidden from its probes.
+def hide_unused_integrations(library: str | None = None) -> set[str]:
+    """From now on in this process, transformers' probes find none of :func:`hidden_for` ``(library)``.
 
-    Returns the packages that were hidden; an empty set when transformers' modelling code was
-    already imported (its probes have answered, so nothing can be hidden any more) or when the
-    library uses every one of them.
+    Returns the packages hidden: none when transformers' modelling code is already imported (its
+    probes have answered) or when the library uses every such package.  Call it before anything
+    imports transformers; calling it again changes nothing.
     """
     hidden = {p for p in hidden_for(library) if p not in sys.modules}
-    if "transformers.modeling_utils" in sys.modules or not hidden:
+    if "transformers.modeling_utils" in sys.modules or not hidden or hasattr(importlib.util.find_spec, "hidden"):
         return set()
     find_spec = importlib.util.find_spec
 
     def probe(name: str, package: str | None = None):
-        return None if name.partition(".")[0] in hidden else find_spec(name, package)
+        if name in hidden and sys._getframe(1).f_globals.get("__name__") == _PROBES:
+            return None
+        return find_spec(name, package)
 
+    probe.hidden = frozenset(hidden)
     importlib.util.find_spec = probe
-    try:
-        import transformers.modeling_utils  # noqa: F401
-    finally:
-        importlib.util.find_spec = find_spec
     return hidden
