@@ -119,11 +119,13 @@ def _decode(backend, params, tiny_en, artifact, clips, cap: int) -> list[str]:
 _FRESH_DECODE = """
 import json, sys
 from pathlib import Path
+from whisperquant.models.transformers_import import hide_unused_integrations
+library, params, base, artifact, features, cap = json.loads(sys.argv[1])
+hide_unused_integrations(library)  # as the transcription job does
 import numpy as np, torch
 from transformers import WhisperProcessor
 from whisperquant.evaluate.transcribe import generate_kwargs_for
 from whisperquant.quantize import get_backend
-library, params, base, artifact, features, cap = json.loads(sys.argv[1])
 torch.set_num_threads(int(sys.argv[2]))
 model = get_backend(library).load(Path(base), params, Path(artifact), "cpu")
 tokens = model.generate(torch.from_numpy(np.load(features)), **generate_kwargs_for(model, "en", cap))

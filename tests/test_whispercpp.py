@@ -64,6 +64,8 @@ import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
+from whisperquant.models.transformers_import import hide_unused_integrations
+hide_unused_integrations("whispercpp")  # as the transcription job does
 from transformers import WhisperTokenizer
 from whisperquant.evaluate.transcribe import generate_kwargs_for
 from whisperquant.quantize import get_backend
