@@ -5,8 +5,9 @@ When hqq or torchao is installed, importing transformers' modelling code imports
 imports torchao's safetensors support (with torchao's warnings about kernels this machine cannot
 load).  This workflow never reaches either through transformers: its HQQ, torchao and PT2E backends
 call the libraries themselves (``quantize/backends/``), and it uses no quantised KV cache.  Yet every
-job that loads a model paid for both imports: about 2.5 of the 10 CPU-seconds that
-``from transformers import WhisperForConditionalGeneration, WhisperProcessor`` took on a 2-core EPYC
+job that loads a model paid for both imports: 1.2 of the 8.9 CPU-seconds that
+``from transformers import WhisperForConditionalGeneration, WhisperProcessor`` took on a quiet 2-core
+AVX2 EPYC (mean of 5; 2.5 of 10 beside another run), in each of the hundred-odd jobs of the suite
 (``tests/test_transformers_import.py`` checks the mechanism; README: Layout).
 
 :func:`hide_unused_integrations` makes transformers' availability probes (its
