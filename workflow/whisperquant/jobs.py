@@ -88,7 +88,6 @@ def import_model_job(name: str, spec: dict, out_dir: str | Path, cache_dir: str 
     from .models.importers import import_model
 
     hide_unused_integrations()
-
     out = import_model(name, spec, out_dir, cache_dir)
     dims = spec.get("dims") or {}
     cfg = read_json(Path(out) / "config.json")
@@ -233,7 +232,7 @@ def transcribe_job(model: str, model_dir: str | Path, scheme: str, params: dict,
     """
     import torch
 
-    hide_unused_integrations(params["library"])
+    hide_unused_integrations(params["library"])  # before anything imports transformers
     from transformers import WhisperProcessor
 
     from .evaluate.memory import load_measured
